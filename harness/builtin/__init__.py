@@ -1,0 +1,1 @@
+"""Built-in plugins, registered through the same ``mimic_harness`` entry-point group as any other."""

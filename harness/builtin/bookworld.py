@@ -1,0 +1,1 @@
+"""Bookworld (to be filled)."""

@@ -1,0 +1,1 @@
+"""Built-in controls (to be filled)."""

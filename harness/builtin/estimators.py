@@ -1,0 +1,1 @@
+"""Built-in estimators (to be filled)."""

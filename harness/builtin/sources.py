@@ -1,0 +1,1 @@
+"""Built-in sources (to be filled)."""

@@ -1,0 +1,1 @@
+"""Built-in worlds (to be filled)."""

@@ -1,0 +1,1 @@
+"""Built-in writers (to be filled)."""
