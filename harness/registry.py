@@ -37,7 +37,7 @@ class Registry(Generic[T]):
         """Add an entry; a name registered twice is an error naming both plugins."""
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin} registered a {self.kind} with an empty or non-string name", "pass a name")
-        if not callable(factory):
+        if self.kind != "command" and not callable(factory):
             raise PluginError(f"plugin {plugin} registered {self.kind} {name!r} with a factory that is not callable", "pass a callable")
         if name in self.entries:
             other = self.entries[name].plugin
