@@ -119,6 +119,7 @@ class EstimationInputs:
     selections: Sequence[Selection]
     seed: int = 0
     n_boot: int = 1000
+    tables: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # extra run tables, e.g. "field_probs"
 
 
 @runtime_checkable
