@@ -1,0 +1,90 @@
+"""Controls of a task: build them, list the generation pools they need, and run their selections."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from harness.errors import PluginError, TaskError
+from harness.factories import create_component
+from harness.protocols import BuildContext, Control, Selection
+from harness.registry import Registries
+from harness.taskspec import ControlSpec, TaskSpec
+from harness.values import target_label
+
+
+def control_key(spec: ControlSpec) -> str:
+    """A control's name in ``build_controls``' mapping: its type, plus its options when it has any."""
+    if not spec.options:
+        return spec.type
+    return f"{spec.type}(" + ", ".join(f"{k}={v}" for k, v in sorted(spec.options.items())) + ")"
+
+
+def build_controls(task: TaskSpec, registries: Registries, ctx: BuildContext) -> dict[str, Control]:
+    """Instantiate every control of the task, in task order, and check what each needs of the task."""
+    controls: dict[str, Control] = {}
+    for spec in task.controls:
+        key = control_key(spec)
+        if key in controls:
+            raise TaskError(f"task {task.name} lists control {key} twice", "list each control once")
+        control = create_component(registries.controls, spec.type, spec.options, ctx, where=f"task {task.name}: control {spec.type}")
+        if not isinstance(control, Control):
+            raise PluginError(f"control {spec.type!r} built an object without pools(task) and select(draws, task)",
+                              "fix the plugin that registers it")
+        if getattr(control, "needs_world", False) and task.world is None:
+            raise TaskError(f"task {task.name}: control {key} needs a world, and the task has none",
+                            "add a `world:` section to the task, or remove this control")
+        control.pools(task)  # surfaces bad pools, k > 1+K, missing betas now, not after generation
+        controls[key] = control
+    return controls
+
+
+def required_pools(task: TaskSpec, controls: dict[str, Control]) -> list[str]:
+    """The generation pools the controls need: ``none`` first, then prompt pools in proxy order."""
+    wanted: list[str] = []
+    for key, control in controls.items():
+        for pool in control.pools(task):
+            if pool != "none" and not pool.startswith("prompt:"):
+                raise PluginError(f"control {key} asked for pool {pool!r}", "a pool is 'none' or 'prompt:<value>'")
+            if pool not in wanted:
+                wanted.append(pool)
+    order = {"none": -1, **{f"prompt:{target_label(v)}": i for i, v in enumerate(task.proxy.values)}}
+    return sorted(wanted, key=lambda p: (order.get(p, len(order)), wanted.index(p)))
+
+
+def _check(selection: object, key: str) -> Selection:
+    if not isinstance(selection, Selection):
+        raise PluginError(f"control {key} returned {type(selection).__name__}, not a Selection", "return harness.protocols.Selection objects")
+    if "weight" not in selection.kept.columns:
+        raise PluginError(f"control {key}: selection {selection.condition} has no 'weight' column", "add weights that sum to 1")
+    if len(selection.kept):
+        total = float(selection.kept["weight"].sum())
+        if not math.isclose(total, 1.0, rel_tol=0, abs_tol=1e-6) or float(selection.kept["weight"].min()) < 0:
+            raise PluginError(f"control {key}: weights of {selection.condition} sum to {total:.6g} or are negative",
+                              "normalise the weights to sum to 1")
+    return selection
+
+
+def _same(a: Selection, b: Selection) -> bool:
+    return (a.pool == b.pool and a.raw_draws == b.raw_draws and a.kept.columns == b.kept.columns
+            and a.kept.equals(b.kept))
+
+
+def select_all(controls: dict[str, Control], draws: pl.DataFrame, task: TaskSpec) -> list[Selection]:
+    """Every control's selections, in control order. Two controls may yield the same condition only
+    with identical selections (``tilt@0.1`` beside a bare ``tilt`` whose sweep holds 0.1): kept once."""
+    out: list[Selection] = []
+    by_condition: dict[str, Selection] = {}
+    for key, control in controls.items():
+        for selection in control.select(draws, task):
+            selection = _check(selection, key)
+            earlier = by_condition.get(selection.condition)
+            if earlier is not None:
+                if _same(earlier, selection):
+                    continue
+                raise TaskError(f"two controls produce condition {selection.condition} with different selections",
+                                "give one of them another pool or parameter")
+            by_condition[selection.condition] = selection
+            out.append(selection)
+    return out
