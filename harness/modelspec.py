@@ -26,7 +26,7 @@ import yaml
 
 from harness.errors import ModelSpecError
 
-_SECRET_NAME = re.compile(r"(api_?key|token|secret|password|authorization)(?!_env)", re.I)
+_SECRET_NAME = re.compile(r"(api_?key|token|secret|password|authorization|^headers?$)(?!_env)", re.I)
 _SPEC = re.compile(r"^(?P<backend>[A-Za-z0-9_.-]+):(?P<model>[^?]*)(\?(?P<query>.*))?$")
 
 
