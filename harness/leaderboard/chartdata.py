@@ -1,0 +1,131 @@
+"""The numbers behind the charts, computed once and stored in the leaderboard document.
+
+Latent distributions come from the draws and reference tables (when the runs saved them); the
+forcing-set curve, the bound and the transfer gap come from the estimates table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from harness.leaderboard import latents as lt
+from harness.leaderboard.fmt import decimals_for, fmt_number
+from harness.leaderboard.score import FORCING_ESTIMATORS, TRANSFER_ESTIMATORS, norm_name, parse_note
+
+
+
+def _model_draws(runs: Sequence[dict[str, Any]], draws: Mapping[str, pl.DataFrame], order: Sequence[str] = ()) -> dict[str, pl.DataFrame]:
+    """model id -> its draws over all its runs in the section (seed kept for clustering), in ``order``."""
+    out: dict[str, list[pl.DataFrame]] = {}
+    for m in sorted(runs, key=lambda m: (order.index(m["model"]["model_id"]) if m["model"]["model_id"] in order else len(order), m["run_id"])):
+        frame = draws.get(m["run_id"])
+        if frame is not None and "pool" in frame.columns:
+            out.setdefault(m["model"]["model_id"], []).append(frame.with_columns(pl.lit(int(m.get("seed") or 0)).alias("_seed")))
+    return {k: pl.concat(v, how="diagonal_relaxed") for k, v in out.items()}
+
+
+def _bin_labels(kind: str, bins: list[Any]) -> list[str]:
+    if kind != "numeric":
+        return [str(b) for b in bins]
+    d = decimals_for(bins[0], bins[1])
+    return [f"{fmt_number(lo, d)}–{fmt_number(hi, d)}" for lo, hi in zip(bins[:-1], bins[1:])]
+
+
+def latent_charts(runs: Sequence[dict[str, Any]], draws: Mapping[str, pl.DataFrame], reference: pl.DataFrame | None,
+                  names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One chart per (latent, condition): the reference distribution and each model's."""
+    if reference is None or not runs:
+        return []
+    info = lt.task_info(runs[0])
+    per_model = _model_draws(runs, draws, list(names))
+    if not per_model:
+        return []
+    charts = []
+    for latent in info.latents:
+        column = f"feat_{latent}"
+        if column not in reference.columns:
+            continue
+        kind = lt.feature_kind(reference[column])
+        for condition in lt.conditions_for(info):
+            ref_rows = lt.reference_rows(reference, info, condition)
+            if ref_rows is None:
+                continue
+            ref = lt.values_of(ref_rows, latent, kind)
+            models = {}
+            for model, frame in per_model.items():
+                rows = lt.condition_rows(frame, info, condition)
+                values = lt.values_of(rows, latent, kind) if rows is not None and column in rows.columns else None
+                if values is not None and values.size:  # a model whose items all lack the feature has no distribution
+                    models[model] = values
+            if not models or ref.size == 0:
+                continue
+            bins = lt.bins_for(kind, ref, list(models.values()))
+            series = [{"name": "reference", "model": None, "n": int(ref.size), "shares": lt.distribution(kind, ref, bins)}]
+            series += [{"name": names.get(m, m), "model": m, "n": int(v.size), "shares": lt.distribution(kind, v, bins)} for m, v in models.items()]
+            charts.append({"latent": latent, "condition": condition, "kind": kind, "bins": _bin_labels(kind, bins), "series": series})
+    return charts
+
+
+def _k_of(row: Mapping[str, Any], note: Mapping[str, Any]) -> int | None:
+    """K of a forcing-mass row: its ``K=<k>`` feature (or note ``K``); None for the bound rows."""
+    match = re.fullmatch(r"K=(\d+)", str(row["feature"]))
+    if match:
+        return int(match.group(1))
+    k = note.get("K")
+    return int(k) if isinstance(k, int) and not isinstance(k, bool) and row["feature"] != "bound" else None
+
+
+def forcing_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Forcing-set mass m_K against K from the ``forcing_mass`` estimates: the reference data (rows of
+    every run averaged) and each model's conditions, except those that select on the world draws
+    themselves (flagged ``selection_uses_world_draws``: their m_K is inflated by construction)."""
+    series: dict[tuple[str | None, str], dict[int, list[dict[str, Any]]]] = {}
+    for row in pooled.iter_rows(named=True):
+        note = parse_note(row["note"])
+        k = _k_of(row, note) if norm_name(row["estimator"]) in FORCING_ESTIMATORS else None
+        if k is None or note.get("selection_uses_world_draws") or row["point"] is None:
+            continue
+        owner = None if row["condition"] == "reference" else row["model"]
+        series.setdefault((owner, row["condition"]), {}).setdefault(k, []).append(row)
+    out = []
+    rank = {m: i for i, m in enumerate(names)}  # names come in ranking order
+    for (model, condition), by_k in sorted(series.items(), key=lambda kv: (kv[0][0] is not None, rank.get(kv[0][0], len(rank)), kv[0][1])):
+        points = []
+        for k, rows in sorted(by_k.items()):
+            ends = [r[e] for r in rows for e in ("lower", "upper")]
+            points.append({"k": k, "point": sum(r["point"] for r in rows) / len(rows),
+                           "lower": None if None in ends else sum(r["lower"] for r in rows) / len(rows),
+                           "upper": None if None in ends else sum(r["upper"] for r in rows) / len(rows),
+                           "n": int(sum(r["n"] or 0 for r in rows))})
+        name = "reference" if model is None else f"{names.get(model, model)} · {condition}"
+        out.append({"name": name, "model": model, "condition": condition, "points": points})
+    return out
+
+
+def bound_points(pooled: pl.DataFrame) -> list[dict[str, Any]]:
+    """The essay's bound 2(1 - m) beside the measured reward@1 vs reward@K latent distance: one point
+    per (model, condition, latent) from the ``forcing_mass`` rows whose feature is ``bound``."""
+    out = []
+    for row in pooled.iter_rows(named=True):
+        note = parse_note(row["note"])
+        measured = note.get("measured_distance")
+        if row["feature"] != "bound" or not isinstance(measured, dict) or row["point"] is None:
+            continue
+        kinds = note.get("distance_kind") if isinstance(note.get("distance_kind"), dict) else {}
+        for latent, value in sorted(measured.items()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append({"model": row["model"], "model_name": row["model_name"], "condition": row["condition"], "feature": latent,
+                            "bound": {"point": row["point"], "lower": row["lower"], "upper": row["upper"]},
+                            "measured": float(value), "distance": str(kinds.get(latent, "")), "above_bound": bool(value > row["point"])})
+    return out
+
+
+def transfer_points(estimates: pl.DataFrame) -> list[dict[str, Any]]:
+    """Transfer gap (TSTS - TRTS) per model and latent, with its interval."""
+    rows = estimates.filter(pl.col("estimator").map_elements(lambda e: norm_name(e) in TRANSFER_ESTIMATORS, return_dtype=pl.Boolean))
+    return [{"model": r["model"], "model_name": r["model_name"], "condition": r["condition"], "feature": r["feature"],
+             "gap": {"point": r["point"], "lower": r["lower"], "upper": r["upper"]}} for r in rows.iter_rows(named=True)]

@@ -1,0 +1,180 @@
+"""The leaderboard document: one JSON-ready dict (schema ``schema.json``, version 1) built from
+:class:`LeaderboardData`. Every writer renders this same document, so the Markdown, the JSON and
+the site cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from harness import __version__
+from harness.leaderboard import chartdata, score
+from harness.leaderboard.fmt import slug
+from harness.leaderboard.runs import scrub_secrets
+from harness.protocols import LeaderboardData
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+EXAMPLES_PER_POOL = 3
+_SECTION_KEY = ("task", "task_version", "reference_hash")
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema of ``leaderboard.json``."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null (JSON has no NaN), tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def _pool_note(notes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Notes of one cell over several runs: numbers averaged, other values kept when all runs agree."""
+    if len(notes) == 1:
+        return notes[0]
+    out = {}
+    for key in set.intersection(*(set(n) for n in notes)):
+        values = [n[key] for n in notes]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = sum(values) / len(values)
+        elif all(v == values[0] for v in values):
+            out[key] = values[0]
+    return out
+
+
+def pooled_estimates(estimates: pl.DataFrame) -> pl.DataFrame:
+    """One row per (model, estimator, condition, feature): runs of a model pooled by averaging
+    points and interval ends (the conservative combination of :mod:`harness.leaderboard.score`)."""
+    keys = ["model", "estimator", "condition", "feature"]
+    grouped = estimates.group_by(keys, maintain_order=True).agg(
+        pl.col("model_name").first(), pl.col("point").mean(), pl.col("lower").mean(), pl.col("upper").mean(),
+        pl.col("n").sum(), pl.col("method").first(), pl.col("note"), pl.col("run_id").n_unique().alias("runs"),
+    )
+    notes = [json.dumps(_pool_note([score.parse_note(n) for n in ns]), sort_keys=True) for ns in grouped["note"].to_list()]
+    return grouped.with_columns(pl.Series("note", notes, dtype=pl.Utf8))
+
+
+def provenance(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's provenance row: public model spec, versions, task, reference, counts, seeds."""
+    m = scrub_secrets(dict(manifest))
+    model = m.get("model") or {}
+    return {
+        "run_id": str(m.get("run_id")), "status": m.get("status"),
+        "model": model.get("model_id"), "model_name": model.get("display_name") or model.get("model_id"),
+        "spec": {k: model.get(k) for k in ("backend", "model", "options", "label")},
+        "harness_version": m.get("harness_version"), "plugins": m.get("plugins") or {}, "components": m.get("components") or [],
+        "task": m.get("task_name"), "task_version": m.get("task_version"), "reference_hash": m.get("reference_hash"),
+        "seed": m.get("seed"), "plan": m.get("plan") or {}, "counts": m.get("counts") or {}, "usage": m.get("usage") or {},
+        "created": m.get("created"), "finished": m.get("finished"),
+    }
+
+
+def _examples(runs: list[dict[str, Any]], draws: Mapping[str, pl.DataFrame]) -> list[dict[str, Any]]:
+    """A few generated items per pool, in draw-key order (the first contexts' first samples)."""
+    out, per_pool = [], {}
+    for m in runs:
+        frame = draws.get(m["run_id"])
+        if frame is None or not {"pool", "text"} <= set(frame.columns):
+            continue
+        order = [c for c in ("pool", "context_id", "sample_index") if c in frame.columns]
+        for (pool,), rows in frame.sort(order).group_by("pool", maintain_order=True):
+            room = EXAMPLES_PER_POOL - per_pool.get(pool, 0)  # across the model's runs, not per run
+            for text in rows["text"].drop_nulls().head(max(0, room)).to_list():
+                out.append({"run_id": m["run_id"], "pool": pool, "text": text})
+                per_pool[pool] = per_pool.get(pool, 0) + 1
+    return out
+
+
+def _separation_messages(keys: list[tuple[Any, Any, Any]]) -> list[str]:
+    """Why runs of one task appear in several sections."""
+    messages = []
+    for task in sorted({k[0] for k in keys}, key=str):
+        versions = sorted({(k[1], k[2]) for k in keys if k[0] == task}, key=str)
+        if len(versions) > 1:
+            shown = "; ".join(f"v{v} reference {h}" for v, h in versions)
+            messages.append(
+                f"task {task}: runs used {len(versions)} different task versions or reference data sets ({shown}); "
+                "they are ranked in separate sections and never together, because scores measured against different "
+                "reference data are not comparable"
+            )
+    return messages
+
+
+def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, Any]], data: LeaderboardData) -> dict[str, Any]:
+    task, version, ref_hash = key
+    ranked, shared, notes = score.rank_section(est, runs[0].get("task") if runs else None)
+    pooled = pooled_estimates(est)
+    names = {r.model: r.model_name for r in ranked}
+    order = {r.model: i for i, r in enumerate(ranked)}
+    pooled = pooled.with_columns(pl.col("model").replace_strict(order, default=len(order)).alias("_order")).sort("estimator", "condition", "feature", "_order")
+    reference = data.references.get(str(ref_hash)) if ref_hash is not None else None
+    models = []
+    for r in ranked:
+        model_runs = [m for m in runs if m["model"].get("model_id") == r.model]
+        models.append({
+            "id": slug(r.model, "model-"), "rank": r.rank, "model": r.model, "model_name": r.model_name, "runs": list(r.runs),
+            "score": r.score.as_dict() if r.score else None, "n_cells": r.n_cells,
+            "vs_next": ({**r.vs_next.as_dict(), "distinguishable": r.distinguishable_from_next} if r.vs_next else None),
+            "examples": _examples(model_runs, data.draws),
+        })
+    return {
+        "id": slug(f"{task}|{version}|{ref_hash}", "task-"), "task": task, "task_version": version, "reference_hash": ref_hash,
+        "score_cells": [{"condition": c, "feature": f} for c, f in shared], "notes": notes, "models": models,
+        "estimates": [
+            {k: row[k] for k in ("model", "model_name", "estimator", "condition", "feature", "point", "lower", "upper", "n", "method", "runs")}
+            | {"note": score.parse_note(row["note"])}
+            for row in pooled.iter_rows(named=True)
+        ],
+        "charts": {
+            "latents": chartdata.latent_charts(runs, data.draws, reference, names),
+            "forcing": chartdata.forcing_curves(pooled, names),
+            "bound": chartdata.bound_points(pooled),
+            "transfer": chartdata.transfer_points(pooled),
+        },
+        "runs": [m["run_id"] for m in runs],
+    }
+
+
+def build_document(data: LeaderboardData) -> dict[str, Any]:
+    """Merge, group by (task, task version, reference hash), rank, and collect provenance and charts."""
+    manifests = {str(m["run_id"]): scrub_secrets(dict(m)) for m in data.manifests}
+    est = data.estimates
+    keys = [tuple(k) for k in est.select(_SECTION_KEY).unique().sort(_SECTION_KEY, nulls_last=True).iter_rows()]
+    sections = []
+    for key in keys:
+        cond = [pl.col(c).is_null() if v is None else pl.col(c) == v for c, v in zip(_SECTION_KEY, key)]
+        part = est.filter(*cond)
+        runs = [manifests[r] for r in part["run_id"].unique().sort().to_list() if r in manifests]
+        for m in runs:  # a manifest without a model block still groups by the estimates' model id
+            m["model"] = dict(m.get("model") or {})
+            m["model"].setdefault("model_id", part.filter(pl.col("run_id") == m["run_id"])["model"][0])
+        sections.append(_section(key, part, runs, data))
+    models: dict[str, dict[str, Any]] = {}
+    for section in sections:
+        for m in section["models"]:
+            entry = models.setdefault(m["model"], {"id": m["id"], "model": m["model"], "model_name": m["model_name"], "sections": [], "runs": []})
+            entry["sections"].append(section["id"])
+            entry["runs"].extend(m["runs"])
+    return clean({
+        "schema_version": SCHEMA_VERSION,
+        "generator": {"name": "mimic-harness", "version": __version__},
+        "score": {"name": "synchronisation score", "definition": score.SCORE_DEFINITION, "range": [0, 1], "higher_is_better": True,
+                  "conditions": [f"{p}<v>" for p in score.SCORED_PREFIXES], "estimators": sorted(score.SHIFT_ESTIMATORS)},
+        "messages": _separation_messages(keys),
+        "sections": sections,
+        "models": sorted(models.values(), key=lambda m: str(m["model_name"])),
+        "runs": [provenance(manifests[r]) for r in sorted(manifests)],
+    })

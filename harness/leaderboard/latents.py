@@ -1,0 +1,163 @@
+"""Latent values per condition, read straight from draws and reference tables, and the distances
+(TV, IQR-scaled W1) between them, also as vectorised bootstrap replicates.
+
+Only the conditions that need no world or control plugin are rebuilt here: ``none`` (the ``none``
+pool), ``prompt:<v>`` (items of the ``prompt:<v>`` pool whose proxy came out as v) and ``filter:<v>``
+(``none`` items whose proxy is v), as ``latent_shift`` compares them. Their reference side is
+F(H) for ``none`` and F(H | Z = v) otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from harness.values import matches, target_label
+
+Kind = Literal["categorical", "numeric", "binary"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the leaderboard needs from a manifest's task spec."""
+
+    proxy: str | None
+    proxy_values: tuple[Any, ...]
+    latents: tuple[str, ...]
+
+
+def task_info(manifest: dict[str, Any]) -> TaskInfo:
+    """Proxy feature, its targets and the latents, from ``manifest["task"]`` (TaskSpec.to_dict())."""
+    task = manifest.get("task") or {}
+    proxy = task.get("proxy") or {}
+    return TaskInfo(proxy.get("feature"), tuple(proxy.get("values") or ()), tuple(task.get("latents") or ()))
+
+
+def rebuildable(condition: str) -> bool:
+    """Whether :func:`condition_rows` can rebuild a condition from the draws alone."""
+    return condition == "none" or condition.startswith(("prompt:", "filter:"))
+
+
+def conditions_for(info: TaskInfo) -> list[str]:
+    """The rebuildable conditions of a task, in display order."""
+    labels = [target_label(v) for v in info.proxy_values]
+    return ["none", *(f"prompt:{v}" for v in labels), *(f"filter:{v}" for v in labels)]
+
+
+def feature_kind(series: pl.Series) -> Kind:
+    """Categorical for text, binary for numbers that are all 0/1, numeric otherwise."""
+    if not series.dtype.is_numeric() and series.dtype != pl.Boolean:
+        return "categorical"
+    values = series.drop_nulls().cast(pl.Float64)
+    return "binary" if values.len() and values.is_in([0.0, 1.0]).all() else "numeric"
+
+
+def condition_rows(draws: pl.DataFrame, info: TaskInfo, condition: str) -> pl.DataFrame | None:
+    """The draws a condition keeps (None when it cannot be rebuilt from the draws)."""
+    if "pool" not in draws.columns:
+        return None
+    if condition == "none":
+        return draws.filter(pl.col("pool") == "none")
+    kind, _, value = condition.partition(":")
+    if kind not in ("prompt", "filter") or not info.proxy or f"feat_{info.proxy}" not in draws.columns:
+        return None
+    # As the latent_shift estimator does: Q(H' | Z' = v), the items of the pool whose proxy came out as v.
+    pool = draws.filter(pl.col("pool") == (condition if kind == "prompt" else "none"))
+    return pool.filter(matches(pool[f"feat_{info.proxy}"], value))
+
+
+def reference_rows(reference: pl.DataFrame, info: TaskInfo, condition: str) -> pl.DataFrame | None:
+    """F for ``none``, F restricted to Z = v for ``prompt:<v>`` and ``filter:<v>``."""
+    if condition == "none":
+        return reference
+    kind, _, value = condition.partition(":")
+    if kind in ("prompt", "filter") and info.proxy and f"feat_{info.proxy}" in reference.columns:
+        return reference.filter(matches(reference[f"feat_{info.proxy}"], value))
+    return None
+
+
+def values_of(frame: pl.DataFrame, latent: str, kind: Kind) -> np.ndarray:
+    """A latent's non-null values: text for categorical, float otherwise."""
+    column = frame[f"feat_{latent}"].drop_nulls()
+    if kind == "categorical":
+        return np.asarray(column.cast(pl.Utf8).to_list(), dtype=object)
+    return column.cast(pl.Float64).to_numpy()
+
+
+def _iqr_rows(sorted_values: np.ndarray, cdf: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per row: the IQR of a weighted sample from inverse-CDF quantiles; its SD when the IQR is 0; 1
+    when both are (the ``latent_shift`` estimator's rule, so the two scale W1 the same way)."""
+    last = sorted_values.size - 1
+    q1 = sorted_values[np.minimum((cdf < 0.25 - 1e-9).sum(axis=1), last)]
+    q3 = sorted_values[np.minimum((cdf < 0.75 - 1e-9).sum(axis=1), last)]
+    total = weights.sum(axis=1)
+    mean = weights @ sorted_values / total
+    sd = np.sqrt(np.maximum(weights @ sorted_values**2 / total - mean**2, 0.0))
+    iqr = q3 - q1
+    return np.where(iqr > 0, iqr, np.where(sd > 0, sd, 1.0))
+
+
+def weighted_distance(kind: Kind, ref: np.ndarray, w_ref: np.ndarray, mod: np.ndarray, w_mod: np.ndarray) -> np.ndarray:
+    """D(ref, model) for each row of weights (shape B x n): TV for categorical/binary; for numeric,
+    W1 over the IQR of that row's weighted reference sample.
+
+    A replicate whose weights on either side sum to 0 gives NaN (the condition is empty there).
+    """
+    w_ref, w_mod = np.atleast_2d(w_ref).astype(float), np.atleast_2d(w_mod).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if kind in ("categorical", "binary"):
+            cats = sorted(set(ref.tolist()) | set(mod.tolist()), key=str)
+            index = {c: i for i, c in enumerate(cats)}
+            one_ref = np.zeros((ref.size, len(cats)))
+            one_ref[np.arange(ref.size), [index[v] for v in ref.tolist()]] = 1
+            one_mod = np.zeros((mod.size, len(cats)))
+            one_mod[np.arange(mod.size), [index[v] for v in mod.tolist()]] = 1
+            p = (w_ref @ one_ref) / w_ref.sum(axis=1, keepdims=True)
+            q = (w_mod @ one_mod) / w_mod.sum(axis=1, keepdims=True)
+            return 0.5 * np.abs(p - q).sum(axis=1)
+        allv = np.concatenate([ref.astype(float), mod.astype(float)])
+        order = np.argsort(allv, kind="stable")
+        grid = allv[order]
+        wr = np.concatenate([w_ref, np.zeros((w_ref.shape[0], mod.size))], axis=1)[:, order]
+        wm = np.concatenate([np.zeros((w_mod.shape[0], ref.size)), w_mod], axis=1)[:, order]
+        cdf_r = np.cumsum(wr, axis=1) / wr.sum(axis=1, keepdims=True)
+        cdf_m = np.cumsum(wm, axis=1) / wm.sum(axis=1, keepdims=True)
+        w1 = (np.abs(cdf_r - cdf_m)[:, :-1] * np.diff(grid)).sum(axis=1)
+        return w1 / _iqr_rows(grid, cdf_r, wr)
+
+
+def distance(kind: Kind, ref: np.ndarray, mod: np.ndarray) -> float:
+    """The plug-in distance between two samples (unit weights)."""
+    if ref.size == 0 or mod.size == 0:
+        return float("nan")
+    return float(weighted_distance(kind, ref, np.ones(ref.size), mod, np.ones(mod.size))[0])
+
+
+def distribution(kind: Kind, values: np.ndarray, bins: list[Any]) -> list[float]:
+    """Share of values per category (categorical/binary) or per histogram bin (numeric: edges)."""
+    if values.size == 0:
+        return [0.0] * (len(bins) if kind != "numeric" else len(bins) - 1)
+    if kind == "numeric":
+        counts, _ = np.histogram(np.clip(values, bins[0], bins[-1]), bins=np.asarray(bins, dtype=float))
+        return (counts / values.size).tolist()
+    text = [target_label(v) for v in values.tolist()]
+    return [text.count(str(b)) / len(text) for b in bins]
+
+
+def bins_for(kind: Kind, ref: np.ndarray, others: list[np.ndarray], max_categories: int = 12) -> list[Any]:
+    """Categories (most frequent first, reference order) or 10 equal-width edges over the reference's 1-99% range."""
+    if kind == "numeric":
+        pool = ref if ref.size else np.concatenate([o for o in others if o.size] or [np.zeros(1)])
+        lo, hi = (float(x) for x in np.percentile(pool, [1, 99]))
+        hi = hi if hi > lo else lo + 1.0
+        return np.linspace(lo, hi, 11).tolist()
+    counts: dict[str, int] = {}
+    for arr in [ref, *others]:
+        for v in arr.tolist():
+            counts[target_label(v)] = counts.get(target_label(v), 0) + 1
+    if kind == "binary":
+        return sorted(counts, key=float)
+    return sorted(counts, key=lambda c: (-counts[c], c))[:max_categories]

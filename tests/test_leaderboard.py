@@ -1,0 +1,260 @@
+"""`mimic leaderboard`: merging runs, the synchronisation score, reference-hash separation, and the
+Markdown / JSON writers (schema, same numbers, no secrets). Runs are synthetic (tests/fixtures/runs)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import polars as pl
+import pytest
+
+from harness.cli import main
+from harness.errors import DataError, UsageError
+from harness.leaderboard import score
+from harness.leaderboard.document import build_document, load_schema
+from harness.leaderboard.fmt import fmt_interval, fmt_triple, md_escape
+from harness.leaderboard.jsonout import validate
+from harness.leaderboard.runs import load_runs
+from harness.plugins import build_registries
+from tests.fixtures.runs.synth import write_run
+
+SECRET = "sk-LIVE-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def only_the_writers_plugin(monkeypatch):
+    """Load just the writers' plugin: importing every installed plugin costs seconds and is not under test."""
+    monkeypatch.setenv("MIMIC_PLUGINS", "builtin-leaderboard")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Four models on one reference (one with two seeds), one model on another reference."""
+    root = tmp_path_factory.mktemp("runs")
+    write_run(root, model="good", shift=0.05, name="Good | model", options={"api_key": SECRET, "n_ctx": 2048})
+    write_run(root, model="bad", shift=0.6, seed=0)
+    write_run(root, model="bad", shift=0.6, seed=1)
+    write_run(root, model="mid", shift=0.3, with_draws=False)
+    write_run(root, model="elsewhere", shift=0.1, reference_seed=9)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(runs, tmp_path_factory) -> tuple[Path, str, str]:
+    """Run the CLI once with every writer; return the output dir, stdout and stderr."""
+    out = tmp_path_factory.mktemp("board")
+    import contextlib
+    import io
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        mp.setenv("MIMIC_PLUGINS", "builtin-leaderboard")
+        assert main(["leaderboard", str(runs), "--out", str(out)]) == 0
+    return out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_builtin_writers_are_registered_through_the_plugin_manager():
+    entry = build_registries().leaderboard_writers
+    assert {"markdown", "json", "html"} <= set(entry.names())
+    assert entry.get("html").plugin == "builtin-leaderboard"
+
+
+def test_load_runs_merges_models_seeds_and_tasks(runs):
+    data = load_runs([runs])
+    assert len(data.manifests) == 5
+    assert set(data.estimates["run_id"].unique()) == {m["run_id"] for m in data.manifests}
+    assert set(data.estimates["model"].unique()) == {"scripted:good", "scripted:bad", "scripted:mid", "scripted:elsewhere"}
+    assert len(data.draws) == 4  # the run saved without draws has none
+    assert set(data.references) == {f"{7:016x}", f"{9:016x}"}
+
+
+def test_runs_of_one_model_are_pooled_and_ranked(runs):
+    doc = build_document(load_runs([runs]))
+    section = next(s for s in doc["sections"] if s["reference_hash"] == f"{7:016x}")
+    ranked = [m["model"] for m in section["models"]]
+    assert ranked == ["scripted:good", "scripted:mid", "scripted:bad"]
+    bad = section["models"][2]
+    assert len(bad["runs"]) == 2 and bad["rank"] == 3
+    assert section["models"][0]["vs_next"]["point"] == pytest.approx(section["models"][0]["score"]["point"] - section["models"][1]["score"]["point"])
+
+
+def test_different_reference_hashes_are_never_ranked_together(built):
+    out, stdout, stderr = built
+    doc = json.loads((out / "leaderboard.json").read_text())
+    sections = {s["reference_hash"]: [m["model"] for m in s["models"]] for s in doc["sections"]}
+    assert sections[f"{9:016x}"] == ["scripted:elsewhere"]
+    assert "scripted:elsewhere" not in sections[f"{7:016x}"]
+    assert len(doc["messages"]) == 1 and "separate sections" in doc["messages"][0]
+    assert "different" in stderr and "reference" in stderr and "not comparable" in stderr
+    md = (out / "leaderboard.md").read_text()
+    assert md.count("## Task bookworld v1") == 2 and "never together" in md
+
+
+def test_cli_prints_where_it_wrote_index_html(built):
+    out, stdout, _ = built
+    assert f"wrote {out / 'index.html'}" in stdout
+    assert (out / "index.html").resolve().as_uri() in stdout
+    assert (out / "leaderboard.md").is_file() and (out / "leaderboard.json").is_file() and (out / "assets" / "site.js").is_file()
+
+
+def test_json_validates_against_the_versioned_schema(built):
+    out, _, _ = built
+    doc = json.loads((out / "leaderboard.json").read_text())
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(doc, schema)
+    assert doc["schema_version"] == 1
+    broken = json.loads(json.dumps(doc))
+    broken["sections"][0]["models"][0]["score"] = {"point": "high", "lower": 0, "upper": 1}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+    with pytest.raises(DataError, match="schema"):
+        validate({**doc, "schema_version": 2})
+
+
+def _md_tables(md: str) -> dict[str, list[list[str]]]:
+    """Markdown tables keyed by the heading above them; cells split on unescaped pipes."""
+    tables, heading, current = {}, "", None
+    for line in md.splitlines():
+        if line.startswith("#"):
+            heading, current = line.lstrip("# ").strip(), None
+        elif line.startswith("|"):
+            if current is None:
+                current = tables.setdefault(heading + f"#{len([k for k in tables if k.startswith(heading)])}", [])
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not all(set(c) <= set("-: ") for c in cells):
+                current.append(cells)
+        else:
+            current = None
+    return tables
+
+
+def test_markdown_numbers_are_the_json_numbers(built):
+    out, _, _ = built
+    doc = json.loads((out / "leaderboard.json").read_text())
+    md = (out / "leaderboard.md").read_text()
+    tables = _md_tables(md)
+    section = next(s for s in doc["sections"] if s["reference_hash"] == f"{7:016x}")
+    heading = f"Task bookworld v1 · reference {section['reference_hash']}#0"
+    ranking = {row[1]: row for row in tables[heading][1:]}
+    for m in section["models"]:
+        row = ranking[md_escape(m["model_name"])]
+        assert row[0] == str(m["rank"])
+        assert row[2] == fmt_triple(m["score"]) != "n/a"
+        assert row[3].startswith(fmt_triple(m["vs_next"])) if m["vs_next"] else row[3] == ""
+    checked = 0
+    for e in section["estimates"]:
+        table = tables[f"{e['estimator']}#0"]
+        col = table[0].index(md_escape(e["model_name"]))
+        row = next(r for r in table[1:] if r[0] == e["condition"] and r[1] == e["feature"])
+        assert row[col] == fmt_interval(e["point"], e["lower"], e["upper"])
+        checked += 1
+    assert checked == len(section["estimates"]) > 40
+
+
+def test_provenance_has_no_secret_even_if_a_manifest_smuggles_one(built, runs):
+    out, _, _ = built
+    manifest = json.loads(next(runs.glob("*good*/manifest.json")).read_text())
+    assert manifest["model"]["options"]["api_key"] == SECRET  # the fixture did smuggle it in
+    assert manifest["task"]["world"]["options"]["api_key"].startswith("sk-WORLD")
+    for path in out.rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            assert SECRET not in text and "sk-WORLD" not in text, path
+    doc = json.loads((out / "leaderboard.json").read_text())
+    good = next(r for r in doc["runs"] if r["model"] == "scripted:good")
+    assert good["spec"]["options"] == {"n_ctx": 2048}
+    assert good["harness_version"] == "0.1.0" and good["plugins"] and good["seed"] == 0
+    assert good["counts"]["done"] == good["counts"]["planned"] > 0 and good["reference_hash"] == f"{7:016x}"
+    md = (out / "leaderboard.md").read_text()
+    assert "scripted:good?n\\_ctx=2048" in md or "scripted:good?n_ctx=2048" in md
+
+
+def _est(model, condition, feature, point, lower, upper, debiased=None, method="bootstrap-basic", estimator="latent_shift"):
+    note = json.dumps({"debiased": debiased} if debiased is not None else {})
+    return {"run_id": f"r-{model}", "model": model, "model_name": model, "task": "t", "task_version": 1, "reference_hash": "h",
+            "condition": condition, "estimator": estimator, "feature": feature, "point": point, "lower": lower, "upper": upper,
+            "n": 10, "method": method, "note": note}
+
+
+TASK = {"controls": [{"type": "none"}, {"type": "prompt"}, {"type": "filter"}], "proxy": {"feature": "z", "values": [1, 2]},
+        "latents": ["h", "z"]}
+
+
+def test_score_is_the_documented_formula():
+    rows = [
+        _est("a", "prompt:1", "h", 0.30, 0.10, 0.40, debiased=0.20),  # basic interval kept: cell 0.80 [0.60, 0.90]
+        _est("a", "filter:1", "h", 0.50, 0.40, 0.70, debiased=0.45, method="bootstrap-percentile"),  # moved by 0.05: 0.55 [0.35, 0.65]
+        _est("a", "none", "h", 0.9, 0.8, 1.0),  # not a score cell (no proxy condition)
+        _est("a", "prompt:1", "h", 0.9, 0.8, 1.0, estimator="lift_shift"),  # not the shift estimator
+        _est("b", "prompt:1", "h", 1.40, 1.20, 1.60),  # W1/IQR above 1 clips to a cell score of 0 [0, 0]
+        _est("b", "filter:1", "h", 0.10, -0.05, 0.20),  # 0.90 [0.80, 1.00]
+        _est("b", "filter:9", "h", 0.0, 0.0, 0.0),  # not a cell of the task: ignored
+        _est("c", "none", "h", 0.1, 0.0, 0.2),  # ran the estimator, measured on no score cell: 0
+        _est("d", "prompt:1", "z", 0.9, 0.8, 1.0, estimator="control_success"),  # never ran latent_shift: unranked
+        _est("e", "prompt:1", "h", 0.20, 0.10, 0.30),  # 0.80 [0.70, 0.90], and filter:1 missing counts as 0
+    ]
+    ranked, cells, notes = score.rank_section(pl.DataFrame(rows), TASK)
+    assert cells == [("filter:1", "h"), ("prompt:1", "h")]
+    by = {r.model: r for r in ranked}
+    expected = {"a": (0.675, 0.475, 0.775), "b": (0.45, 0.40, 0.50), "e": (0.40, 0.35, 0.45), "c": (0.0, 0.0, 0.0)}
+    for model, (point, lower, upper) in expected.items():
+        assert (by[model].score.point, by[model].score.lower, by[model].score.upper) == pytest.approx((point, lower, upper)), model
+    assert [r.model for r in ranked] == ["a", "b", "e", "c", "d"] and by["d"].rank is None and by["d"].score is None
+    assert by["a"].vs_next.lower == pytest.approx(by["a"].score.lower - by["b"].score.upper)
+    assert by["a"].distinguishable_from_next is False and by["e"].distinguishable_from_next is True  # -0.025 vs +0.35
+    assert any("prompt:2/h" in n and "left out" in n for n in notes)
+    assert any(n.startswith("e:") and "filter:1/h" in n and "counted as 0" in n for n in notes)
+    assert any(n.startswith("d:") and "unranked" in n for n in notes)
+    alone, _, _ = score.rank_section(pl.DataFrame([r for r in rows if r["model"] == "a"]), TASK)
+    assert alone[0].score == by["a"].score  # a score does not depend on the other models
+
+
+def test_interval_format_follows_the_interval_width():
+    assert fmt_interval(0.123, 0.05, 0.2) == "0.12 [0.05, 0.20]"
+    assert fmt_interval(0.1234, 0.118, 0.129) == "0.123 [0.118, 0.129]"
+    assert fmt_interval(12.34, 10.1, 14.9) == "12.3 [10.1, 14.9]"
+    assert fmt_interval(0.5, None, None) == "0.500"
+    assert fmt_triple(None) == "n/a"
+
+
+def test_markdown_escapes_names_that_would_break_a_table(built):
+    out, _, _ = built
+    md = (out / "leaderboard.md").read_text()
+    assert "Good \\| model" in md and "| Good | model |" not in md
+
+
+def test_runs_without_estimates_are_skipped_with_a_message(tmp_path):
+    write_run(tmp_path, model="ok", shift=0.1)
+    unfinished = write_run(tmp_path, model="late", shift=0.1)
+    (unfinished / "estimates.parquet").unlink()
+    (unfinished / "estimates.json").unlink()
+    said = []
+    data = load_runs([tmp_path], say=said.append)
+    assert [m["model"]["model_id"] for m in data.manifests] == ["scripted:ok"]
+    assert any("no estimates" in s and "late" in s for s in said)
+
+
+def test_estimates_json_is_read_when_there_is_no_parquet(tmp_path):
+    write_run(tmp_path, model="j", shift=0.1, fmt="json", with_draws=False)
+    data = load_runs([tmp_path])
+    assert data.estimates.height > 0 and data.estimates["point"].dtype == pl.Float64
+    assert build_document(data)["sections"][0]["models"][0]["score"]["point"] is not None
+
+
+def test_bad_paths_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_runs([tmp_path / "missing"])
+    with pytest.raises(DataError, match="no run directories"):
+        load_runs([tmp_path])
+    assert main(["leaderboard", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "pdf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown leaderboard format pdf") and "\n" not in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    assert main(["leaderboard", str(broken), "--out", str(tmp_path / "o")]) == 2
+    assert "not readable JSON" in capsys.readouterr().err
