@@ -1,0 +1,216 @@
+"""The generate phase: cache lookups, batched model calls under the limiter, group-committed writes.
+
+Worker coroutines (as many as ``--concurrency``) take one batch at a time: all samples of a context
+when the mimic declares ``SHARED_PREFIX`` (its prefill is then paid once), else a single request.
+Finished batches go to one writer coroutine, which takes everything that has arrived, turns it into
+draw rows (item text, features, world draws), stores completions in the cache, appends the rows to
+the run log with a single fsync, and only then reports them done. Under load this is a group
+commit: one fsync covers many draws, and the event loop keeps sending requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.cache import DrawCache
+from harness.concurrency import AdaptiveLimiter, CallStats, RetryPolicy, call_with_retries
+from harness.errors import BackendError, BudgetExceeded, HarnessError, PermanentBackendError
+from harness.mimic import Capability, Completion, GenerationRequest, Mimic
+from harness.store import RunStore
+
+_CACHED_CHUNK = 512  # cached draws are written in chunks so progress moves and memory stays flat
+
+
+@dataclass(frozen=True)
+class PendingDraw:
+    """A planned draw still to be recorded, its request and cache key."""
+
+    draw: Any  # harness.prompts.PlannedDraw
+    request: GenerationRequest
+    cache_key: str
+
+
+@dataclass(frozen=True)
+class FinishedDraw:
+    """A draw with its completion, not yet durable."""
+
+    pending: PendingDraw
+    completion: Completion
+    cached: bool
+
+
+# Turns finished draws into log rows (item text, features, world draws).
+RowBuilder = Callable[[list[FinishedDraw]], Awaitable[list[dict[str, Any]]]]
+# Called after rows are durable: hooks, progress.
+RecordedCallback = Callable[[list[FinishedDraw], list[dict[str, Any]]], None]
+# Called when a model call returns (money is spent then, not when the draw is logged); returns a
+# budget message to stop on, or None.
+SpentCallback = Callable[[list[Completion]], str | None]
+
+
+@dataclass
+class GenerationOutcome:
+    """How the phase ended: ``complete``, ``interrupted``, ``budget`` or ``failed`` (with the error)."""
+
+    status: str = "complete"
+    message: str | None = None
+    error: BaseException | None = None
+    recorded: int = 0
+    cached: int = 0
+    stats: CallStats = field(default_factory=CallStats)
+    limiter_cuts: int = 0  # times a rate limit halved the concurrency window
+
+
+def group_requests(pending: Sequence[PendingDraw], shared_prefix: bool) -> list[list[PendingDraw]]:
+    """Batches for ``generate``: a context's samples together with SHARED_PREFIX, else one each."""
+    if not shared_prefix:
+        return [[p] for p in pending]
+    groups: dict[str, list[PendingDraw]] = {}
+    for p in pending:
+        groups.setdefault(p.request.context_id, []).append(p)
+    return list(groups.values())
+
+
+class Generator:
+    """Runs the generate phase of one run; :meth:`stop` ends it early (SIGINT, budget)."""
+
+    def __init__(
+        self,
+        *,
+        mimic: Mimic,
+        model_id: str,
+        store: RunStore,
+        build_rows: RowBuilder,
+        on_recorded: RecordedCallback,
+        cache: DrawCache | None,
+        concurrency: int,
+        policy: RetryPolicy,
+        stats: CallStats | None = None,
+        on_spent: SpentCallback | None = None,
+    ):
+        self.mimic = mimic
+        self.model_id = model_id
+        self.store = store
+        self.build_rows = build_rows
+        self.on_recorded = on_recorded
+        self.on_spent = on_spent
+        self.cache = cache
+        self.concurrency = concurrency
+        self.policy = policy
+        self.limiter = AdaptiveLimiter(concurrency)
+        self.outcome = GenerationOutcome(stats=stats or CallStats())
+        self._queue: asyncio.Queue[list[FinishedDraw] | None] = asyncio.Queue()
+        self._workers: list[asyncio.Task] = []
+
+    def stop(self, status: str, message: str | None = None, error: BaseException | None = None, *, cancel: bool = True) -> None:
+        """End the phase: no new batches start; with ``cancel``, in-flight calls are abandoned too.
+
+        The first reason wins. Draws already returned by the model are still recorded.
+        """
+        if self.outcome.status == "complete":
+            self.outcome.status, self.outcome.message, self.outcome.error = status, message, error
+        if cancel:
+            current = asyncio.current_task()
+            for task in self._workers:
+                if task is not current and not task.done():
+                    task.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self.outcome.status != "complete"
+
+    async def run(self, pending: Sequence[PendingDraw]) -> GenerationOutcome:
+        """Record every pending draw (or stop early); return how it ended."""
+        writer = asyncio.create_task(self._writer())
+        try:
+            fresh = self._enqueue_cached(pending)
+            groups = deque(group_requests(fresh, Capability.SHARED_PREFIX in self.mimic.capabilities))
+            self._workers = [asyncio.create_task(self._worker(groups)) for _ in range(min(self.concurrency, len(groups)))]
+            if self._workers:
+                await asyncio.gather(*self._workers, return_exceptions=True)
+        finally:
+            self._queue.put_nowait(None)
+            await writer
+        return self.outcome
+
+    def _enqueue_cached(self, pending: Sequence[PendingDraw]) -> list[PendingDraw]:
+        if self.cache is None:
+            return list(pending)
+        hits = self.cache.get_many([p.cache_key for p in pending])
+        cached = [FinishedDraw(p, hits[p.cache_key], True) for p in pending if p.cache_key in hits]
+        for start in range(0, len(cached), _CACHED_CHUNK):
+            self._queue.put_nowait(cached[start : start + _CACHED_CHUNK])
+        return [p for p in pending if p.cache_key not in hits]
+
+    async def _worker(self, groups: deque[list[PendingDraw]]) -> None:
+        while groups and not self.stopping:
+            group = groups.popleft()
+            requests = [p.request for p in group]
+            try:
+                completions = await call_with_retries(
+                    lambda: self.mimic.generate(requests), self.limiter, self.policy, self.outcome.stats,
+                    describe=f"request to {self.model_id}",
+                )
+                if len(completions) != len(requests):
+                    raise PermanentBackendError(
+                        f"backend for {self.model_id} returned {len(completions)} completions for {len(requests)} requests",
+                        "report this to the backend plugin's authors",
+                    )
+            except HarnessError as exc:
+                self.stop("failed", exc.one_line(), exc)
+                return
+            except Exception as exc:  # a backend bug must stop the run, not silently lose this batch
+                error = BackendError(f"backend for {self.model_id} raised {type(exc).__name__}: {exc}",
+                                     "rerun with --debug and report it to the backend plugin's authors")
+                error.__cause__ = exc
+                self.stop("failed", error.one_line(), error)
+                return
+            self._queue.put_nowait([FinishedDraw(p, c, False) for p, c in zip(group, completions)])
+            reason = self.on_spent(completions) if self.on_spent is not None else None
+            if reason:  # calls already in flight finish and are recorded: a clean, resumable stop
+                self.stop("budget", reason, BudgetExceeded(reason), cancel=False)
+            # A backend that never suspends (an embedded model computing in this thread) would
+            # otherwise starve the writer and the signal handlers until every call is done.
+            await asyncio.sleep(0)
+
+    async def _writer(self) -> None:
+        done = False
+        while not done:
+            batch = await self._queue.get()
+            if batch is None:
+                break
+            items = list(batch)
+            # Group commit: take everything that is already waiting.
+            while not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    done = True
+                    break
+                items.extend(more)
+            try:
+                await self._record(items)
+            except BaseException as exc:  # a full disk, a broken feature: stop, keep what is durable
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                self.stop("failed", exc.one_line() if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}", exc)
+                self._drain()
+                return
+
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def _record(self, items: list[FinishedDraw]) -> None:
+        rows = await self.build_rows(items)
+        if self.cache is not None:
+            self.cache.put_many(self.model_id, [(f.pending.cache_key, f.completion) for f in items if not f.cached])
+        # fsync off the event loop, so in-flight requests keep being answered meanwhile.
+        await asyncio.to_thread(self.store.append, rows)
+        self.outcome.recorded += len(rows)
+        self.outcome.cached += sum(f.cached for f in items)
+        self.on_recorded(items, rows)

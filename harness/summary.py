@@ -1,0 +1,68 @@
+"""The per-run summary: a rich table on the terminal and ``summary.md`` in the run directory."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import IO, Any
+
+import polars as pl
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def summary_rows(estimates: pl.DataFrame) -> list[list[str]]:
+    """One row per estimate: condition, estimator, feature, point, 95% interval, n."""
+    rows = []
+    ordered = estimates.sort(["estimator", "condition", "feature"]) if estimates.height else estimates
+    for r in ordered.iter_rows(named=True):
+        rows.append([str(r["condition"]), str(r["estimator"]), str(r["feature"]), _fmt(r["point"]),
+                     f"[{_fmt(r['lower'])}, {_fmt(r['upper'])}]", str(r["n"])])
+    return rows
+
+
+HEADERS = ["condition", "estimator", "feature", "point", "95% interval", "n"]
+
+
+def summary_markdown(manifest: dict[str, Any], estimates: pl.DataFrame) -> str:
+    """``summary.md``: what ran, usage, timings, and the estimates table."""
+    model, usage, counts = manifest["model"], manifest.get("usage", {}), manifest.get("counts", {})
+    lines = [
+        f"# {manifest['task_name']} v{manifest['task_version']} x {model['display_name']}",
+        "",
+        f"- run: `{manifest['run_id']}` ({manifest['status']})",
+        f"- model id: `{model['model_id']}`; reference hash `{manifest['reference_hash']}`; seed {manifest['seed']}",
+        f"- draws: {counts.get('done', 0)} of {counts.get('planned', 0)} ({counts.get('cached', 0)} from the cache)",
+        f"- tokens: {usage.get('prompt_tokens', 0):,} prompt, {usage.get('completion_tokens', 0):,} completion"
+        + (f"; cost ${usage['cost']:.4f}" if usage.get("cost") else ""),
+        "- timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in manifest.get("timings", {}).items()),
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "---|" * len(HEADERS),
+    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in summary_rows(estimates)]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(manifest: dict[str, Any], estimates: pl.DataFrame, stream: IO[str] | None = None) -> None:
+    """Print the estimates of one run as a table (rich on a terminal, plain text otherwise)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    stream = stream or sys.stdout
+    if not estimates.height:
+        print(f"{manifest['task_name']} x {manifest['model']['display_name']}: no estimates", file=stream)
+        return
+    title = f"{manifest['task_name']} x {manifest['model']['display_name']} ({manifest['run_id']})"
+    table = Table(title=title, show_lines=False)
+    for header in HEADERS:
+        table.add_column(header, justify="right" if header in {"point", "n"} else "left")
+    for row in summary_rows(estimates):
+        table.add_row(*row)
+    Console(file=stream, width=max(100, Console(file=stream).width)).print(table)
