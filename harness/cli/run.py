@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task name (tasks/NAME.yaml) or path to a task YAML; repeatable")
     parser.add_argument("--out", default="results", metavar="DIR", help="results root; runs go to DIR/runs/RUN_ID (default results)")
     parser.add_argument("--resume", metavar="RUN_ID", help="continue an existing run (same as repeating its command)")
+    parser.add_argument("--suite", metavar="SUITE", help="run a suite (tasks/suites/NAME.yaml: models x tasks) and write its leaderboard")
+    parser.add_argument("--leaderboard", metavar="DIR", help="write a leaderboard of this invocation's runs here (default with --suite: OUT/leaderboard)")
     plan = parser.add_argument_group("plan (part of the run id)")
     plan.add_argument("--seed", type=int, help="base seed (default: the task's plan.seed)")
     plan.add_argument("-n", "--samples", type=int, metavar="N", help="total draws per pool (overrides contexts x samples)")
@@ -92,15 +94,38 @@ def build_configs(args: argparse.Namespace) -> list:
     ]
 
 
+def apply_suite(args: argparse.Namespace) -> None:
+    """Fill models, tasks, plan overrides and the leaderboard folder from ``--suite`` (command-line values win)."""
+    from harness.suites import load_suite
+
+    if args.resume:
+        raise UsageError("--suite and --resume do not go together", "repeat the --suite command to resume all its runs")
+    suite = load_suite(args.suite)
+    args.models = args.models or list(suite.models)
+    args.tasks = args.tasks or list(suite.tasks)
+    names = {"n_exemplars": "exemplars"}
+    for key, value in suite.plan.items():
+        if getattr(args, names.get(key, key), None) is None:
+            setattr(args, names.get(key, key), value)
+    if args.leaderboard is None:
+        args.leaderboard = str(Path(args.out) / "leaderboard")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run every (model, task) pair; exit 0 when all completed."""
+    import time
+
     from harness.plugins import build_registries
     from harness.runner import run_many
 
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}", "pass --concurrency 1 or more")
+    if args.suite:
+        apply_suite(args)
     configs = build_configs(args)
-    results = run_many(configs, build_registries())
+    registries = build_registries()
+    started = time.perf_counter()
+    results = run_many(configs, registries)
     for result in results:
         line = (f"{result.run_id}: {result.status}, {result.done}/{result.planned} draws ({result.cached} from the cache), "
                 f"{result.model_calls} model calls -> {result.run_dir}")
@@ -111,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(line, file=sys.stderr)
     last = results[-1] if results else None
+    if args.leaderboard and results and all(r.status == "complete" for r in results):
+        _write_leaderboard(args, [r.run_dir for r in results], registries, time.perf_counter() - started)
     if last is None or last.status == "complete":
         return 0
     if last.status == "budget":
@@ -118,6 +145,25 @@ def run(args: argparse.Namespace) -> int:
                              f"raise the budget, then {last.resume_hint()}")
     print(f"interrupted: run {last.run_id} saved {last.done}/{last.planned} draws; to resume, {last.resume_hint()}", file=sys.stderr)
     return EXIT_INTERRUPTED
+
+
+def _write_leaderboard(args: argparse.Namespace, run_dirs: list[Path], registries, run_seconds: float) -> None:
+    """Publish this invocation's runs and say where the leaderboard is."""
+    import time
+
+    from harness.leaderboard.publish import publish
+
+    started = time.perf_counter()
+    out = Path(args.leaderboard)
+    written = publish(run_dirs, out, registries, say=lambda line: print(line, file=sys.stderr))
+    seconds = time.perf_counter() - started
+    print(f"timings: runs {run_seconds:.1f} s, leaderboard {seconds:.1f} s", file=sys.stderr)
+    index = out / "index.html"
+    for path in written:
+        if path.suffix == ".md":
+            print(f"leaderboard: {path}")
+    if index in written:
+        print(f"leaderboard site: {index.resolve().as_uri()}")
 
 
 COMMAND = Command("run", "Sample models under a task's conditions and estimate (resumable): mimic run -m MODEL -t TASK.",

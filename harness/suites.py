@@ -1,0 +1,83 @@
+"""Suites: a named list of models and tasks run together and merged into one leaderboard.
+
+A suite file (``tasks/suites/<name>.yaml``)::
+
+    name: default
+    description: what it is for
+    models: [gguf:default, gguf:smollm2]     # model specs, as on the command line
+    tasks: [bookworld, python-functions]     # task names or paths
+    plan: {samples_per_context: 8}           # optional overrides for every run
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import TaskError
+
+PLAN_KEYS = {"seed", "samples", "contexts", "samples_per_context", "n_exemplars"}
+SUITE_DIRS = (Path.cwd() / "tasks" / "suites", Path(__file__).resolve().parents[1] / "tasks" / "suites")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    plan: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def find_suite(name_or_path: str) -> Path:
+    """Resolve a suite name (``tasks/suites/NAME.yaml``) or a path."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"}:
+        if path.is_file():
+            return path
+        raise TaskError(f"suite file {path} does not exist", "pass an existing YAML file or a suite name")
+    for folder in SUITE_DIRS:
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for folder in SUITE_DIRS if folder.is_dir() for p in folder.glob("*.yaml")})
+    raise TaskError(f"unknown suite {name_or_path!r} (known: {', '.join(known) or 'none'})", "pass a known suite name or a YAML path")
+
+
+def _string_list(data: dict, key: str, path: Path) -> tuple[str, ...]:
+    value = data.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise TaskError(f"{path}: field `{key}` must be a non-empty list of strings", f"write {key}: [a, b]")
+    return tuple(value)
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load and validate a suite file."""
+    path = find_suite(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TaskError(f"{path}: not valid YAML: {first}", "fix the file's syntax") from None
+    if not isinstance(data, dict):
+        raise TaskError(f"{path}: a suite must be a mapping", "write name:, models:, tasks:")
+    unknown = set(data) - {"name", "description", "models", "tasks", "plan"}
+    if unknown:
+        raise TaskError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}", "allowed: name, description, models, tasks, plan")
+    plan = data.get("plan") or {}
+    if not isinstance(plan, dict) or set(plan) - PLAN_KEYS or not all(isinstance(v, int) and v >= 0 for v in plan.values()):
+        raise TaskError(f"{path}: field `plan` must map {', '.join(sorted(PLAN_KEYS))} to whole numbers", "fix the plan overrides")
+    return Suite(
+        name=str(data.get("name") or path.stem),
+        description=str(data.get("description") or ""),
+        models=_string_list(data, "models", path),
+        tasks=_string_list(data, "tasks", path),
+        plan=dict(plan),
+        path=path,
+    )
