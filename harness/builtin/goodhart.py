@@ -1,0 +1,31 @@
+"""Built-in plugin ``builtin-goodhart``: the ``goodhart_curve`` estimator (curves and the Goodhart-proneness score).
+
+The computation lives in :mod:`harness.goodhart`; its docstring gives every formula. The estimator
+emits rows of two estimators: ``goodhart_curve`` (one per point and feature) and ``goodhart_score``
+(one per pool with a tilt sweep), because the score's interval needs the curve's resamples.
+Options: ``n_boot`` (overrides the run's), ``budget`` (KL budget of the score, nats, default 0.5) and
+``distance_interval`` (``hull``, the default, or ``basic``).
+"""
+
+from __future__ import annotations
+
+from harness.errors import TaskError
+from harness.goodhart import GoodhartCurve
+from harness.hookspecs import hookimpl
+
+
+def create_goodhart_curve(options, ctx=None) -> GoodhartCurve:
+    """Factory for ``goodhart_curve`` (options ``n_boot``, ``budget``, ``distance_interval``)."""
+    try:
+        return GoodhartCurve(options)
+    except (TypeError, ValueError) as exc:
+        raise TaskError(str(exc), "goodhart_curve takes n_boot (a positive integer), budget (nats > 0) "
+                        "and distance_interval (hull or basic)") from None
+
+
+@hookimpl
+def register_estimators(register):
+    """Register ``goodhart_curve``."""
+    register("goodhart_curve", create_goodhart_curve,
+             "latent shift, success and m_K against KL from the pool for tilt@beta, reward@K and best-of-n; "
+             "plus the Goodhart-proneness score (shift at a KL budget)")
