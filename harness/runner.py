@@ -156,6 +156,9 @@ async def _run_loaded(config: RunConfig, registries: Registries, loaded: Loaded,
             usage = manifest["usage"]
             outcome.message = budget_reached(config, Usage(usage["prompt_tokens"], usage["completion_tokens"], usage["cost"])) or outcome.message
         estimates = None
+        if outcome.status == "complete" and loaded.task.context_sizes:
+            with clock("field_probs"):
+                await _field_probs(mimic, loaded, planned, run_dir, store)
         if outcome.status == "complete":
             with clock("write_draws"):
                 draws = builder.frame(rows)
@@ -291,6 +294,24 @@ def _manifest(config: RunConfig, loaded: Loaded, registries: Registries, run_id:
         "created": previous.get("created") or _now(),
         "finished": None,
     }
+
+
+async def _field_probs(mimic: Mimic, loaded: Loaded, planned: list, run_dir: Path, store: RunStore) -> None:
+    """Read the proxy header field's exact predictive distribution per synchronisation context.
+
+    Only when the backend declares logprobs or loglikelihood and the proxy is a header field; the
+    table is written once, so a resumed or repeated run reuses it.
+    """
+    from harness.fieldprobs import context_field_probs, route_of
+
+    task = loaded.task
+    proxy = task.feature(task.proxy.feature)
+    if (run_dir / "field_probs.parquet").exists() or route_of(mimic) is None or proxy.type != "header_field":
+        return
+    sync_draws = [d for d in planned if d.pool == "none" and d.n_exemplars in set(task.context_sizes)]
+    frame = await context_field_probs(mimic, task, loaded.reference.frame, sync_draws, fields=[proxy.options.get("field", proxy.name)])
+    if frame.height:
+        store.write_frame("field_probs.parquet", frame)
 
 
 def _extra_tables(run_dir: Path) -> dict[str, pl.DataFrame]:

@@ -1,0 +1,433 @@
+"""Synchronisation curves (issue 10): does the mimic's forecast merge with the reference as its context grows?
+
+Input: the ``none``-pool draws at each context size n of ``task.context_sizes`` (rows with
+``n_exemplars == n``; ``exemplar_ids`` name the context's reference rows), the reference table
+and, optionally, the ``field_probs`` table (the mimic's exact predictive distribution of a header
+field per context, see ``docs/contracts.md``). Pure computation on tables: no model calls.
+
+Row scheme (the ``estimator`` field encodes the kind; leaderboards read it):
+
+| estimator                 | condition  | point                                                             |
+|---------------------------|------------|-------------------------------------------------------------------|
+| `sync_marginal`           | `sync@<n>` | D(F, Q_n): TV (categorical/binary) or W1 / reference IQR (numeric) |
+|                           |            | between the reference and the outputs pooled over the contexts    |
+| `sync_context_population` | `sync@<n>` | mean over contexts c of d2(P_c, F)                                 |
+| `sync_context_exemplars`  | `sync@<n>` | mean over contexts c of d2(P_c, E_c) (n >= 1)                      |
+| `sync_rate`               | `sync`     | b of the power law D(n) ~ a n^-b over n >= 1                       |
+
+Every note has ``kind`` (marginal, context_vs_population, context_vs_exemplars, rate),
+``n_exemplars``, ``method`` (``sampled``, ``exact-logprobs``, or ``mixed`` when only some
+contexts have exact probabilities) and ``debiased``; marginal and rate notes have ``noise_floor``.
+The Estimate's ``method`` is ``<that route>/<interval method>``.
+
+- **Marginal**: :func:`harness.stats.distances.compare` (its interval resamples reference rows
+  and contexts): ``noise_floor`` = distance between two random halves of the reference,
+  ``debiased`` = plug-in minus the mean of the no-shift null. A distance's interval is biased
+  upward at zero shift and cannot reach it, so "inside the noise" is judged on the point against
+  ``noise_band``: the no-shift null of this design (reference rows and contexts resampled and
+  centred, jointly over all sizes), at the per-size quantile that keeps ALL sizes inside together
+  in 95% of null resamples. ``in_floor``: point <= noise_band. ``d2`` (rate note): the unbiased
+  squared distance (below) of the pooled outputs, with a cluster-robust variance correction.
+- **Per context**: P_c is the mimic's predictive distribution given context c, E_c the empirical
+  distribution of that context's exemplars' features (the forecast of an operator who updates
+  fully), F the reference table's distribution (held fixed: its own noise, O(1/N), is left out).
+  A plug-in distance from S samples per context is biased upward, and TV has no unbiased
+  estimator, so these rows use *squared* distances that have one: d2 = sum_k (p_k - q_k)^2 over
+  categories (``l2sq``), or the Cramer distance int (F_P(t) - F_Q(t))^2 dt / IQR_F (``cramer/iqr``)
+  for numeric features. Both are sums over events A_j of w_j (P(A_j) - Q(A_j))^2; with a binomial
+  frequency a of A_j over S samples, (S a^2 - a) / (S - 1) is unbiased for P(A_j)^2, so the
+  per-context estimate is exactly unbiased (contexts with S < 2 usable samples are skipped). With
+  exact probabilities (``field_probs``) d2 is computed exactly. Interval: percentile bootstrap over
+  contexts. ``plug_in`` (the biased value) and ``exemplars_vs_population`` (mean d2(E_c, F): where
+  a mimic that copies its context lands) help reading; for such a mimic
+  E[d2(E_c, F)] = sum_j w_j F_j (1 - F_j) / n * (N - n) / (N - 1) (exemplars drawn without replacement).
+- **Rate**: weighted least squares of the unbiased marginal d2 on A n^-2b over n >= 1 (weights
+  1 / bootstrap variance, A >= 0, 2b on a grid in [-1, 4]), a = sqrt(A): D = sqrt(d2) decays like
+  TV and W1 when the shift keeps its direction, and being unbiased, its fit is not bent by noise
+  (a debiased TV over-corrects at moderate shifts and steepens the fit). b is undefined (NaN)
+  when A's interval reaches 0 (the curve is at noise level). ``n_enter``: the smallest n from
+  which on the marginal point is inside the band (``None``: not reached). Intervals: percentile,
+  from the joint bootstrap, replicates centred on the point so the bootstrap's bias is not added twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from harness.protocols import Estimate, EstimationInputs
+from harness.stats.bootstrap import Clusters, chunk_sizes, resample_counts
+from harness.stats.common import clusters_of, feature_kind, rng_for, row, values_of
+from harness.stats.distances import Side, code_values, compare, distance
+from harness.stats.intervals import cluster_stretch, percentile
+
+B_GRID = np.round(np.arange(-1.0, 4.0 + 1e-9, 0.01), 2)
+KIND_ESTIMATOR = {"marginal": "sync_marginal", "context_vs_population": "sync_context_population",
+                  "context_vs_exemplars": "sync_context_exemplars", "rate": "sync_rate"}
+
+
+def sync_row(estimator: str, condition: str, feature: str, point: float, lower: float, upper: float, n: int,
+             route: str, interval: str, **note) -> Estimate:
+    """A sync Estimate: ``method`` is ``<route>/<interval method>``, and the note's ``method`` the route."""
+    est = row(estimator, condition, feature, point, lower, upper, n, f"{route}/{interval}", **note)
+    est.note["method"] = route
+    return est
+
+
+def sync_sizes(task, draws: pl.DataFrame) -> list[int]:
+    """The task's context sizes that have ``none``-pool draws, ascending."""
+    if not task.context_sizes or draws.height == 0 or "n_exemplars" not in draws.columns:
+        return []
+    present = set(draws.filter(pl.col("pool") == "none").get_column("n_exemplars").to_list())
+    return sorted(n for n in set(task.context_sizes) if n in present)
+
+
+def sync_features(task, reference: pl.DataFrame, draws: pl.DataFrame) -> list[str]:
+    """The proxy, then the latents, that have a feature column in both tables."""
+    names = [task.proxy.feature, *task.latents]
+    return [f for i, f in enumerate(names) if f not in names[:i]
+            and f"feat_{f}" in reference.columns and f"feat_{f}" in draws.columns]
+
+
+def scale_of(mass: np.ndarray, grid: np.ndarray) -> float:
+    """IQR of a distribution on a grid (SD where the IQR is 0, 1 where both are): the rule of harness.stats.distances."""
+    cdf = np.cumsum(mass)
+    last = grid.size - 1
+    iqr = grid[min(int((cdf < 0.75 - 1e-9).sum()), last)] - grid[min(int((cdf < 0.25 - 1e-9).sum()), last)]
+    mean = float(mass @ grid)
+    sd = float(np.sqrt(max(float(mass @ grid**2) - mean**2, 0.0)))
+    return float(iqr) if iqr > 0 else (sd if sd > 0 else 1.0)
+
+
+def events(kind: str, mass: np.ndarray) -> np.ndarray:
+    """Event probabilities of masses (..., G): the cells (categorical) or P(X <= g_j), j < G - 1 (numeric)."""
+    return np.cumsum(mass, axis=-1)[..., :-1] if kind == "numeric" else mass
+
+
+def event_weights(kind: str, grid: np.ndarray, ref_mass: np.ndarray) -> np.ndarray:
+    """Weights w_j of d2 = sum_j w_j (P(A_j) - Q(A_j))^2: 1 per cell, or grid gaps over the reference IQR."""
+    if kind != "numeric":
+        return np.ones(grid.size)
+    return np.diff(grid.astype(np.float64)) / scale_of(ref_mass, grid.astype(np.float64))
+
+
+def d2_unbiased(freq: np.ndarray, size: np.ndarray, target: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Unbiased d2(P_c, Q_c) per context from event frequencies (C, E) over ``size`` samples (C,)."""
+    s = size[:, None].astype(np.float64)
+    square = (s * freq**2 - freq) / (s - 1)  # unbiased for P(A_j)^2 from a binomial frequency
+    return (square - 2 * freq * target + target**2) @ w
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One feature coded on a shared grid (the draws carry their codes in a ``code`` column)."""
+
+    kind: str
+    grid: np.ndarray
+    ref_codes: np.ndarray  # codes of the reference rows that have the feature
+    row_codes: np.ndarray  # code of every reference row, -1 where the feature is missing
+    ref_of_id: dict[int, int]  # ref_id -> reference row position
+
+
+def _context_masses(codes: np.ndarray, contexts: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
+    """Per-context counts (len(ids), G) of the codes (contexts not in ``ids`` are dropped)."""
+    pos = np.searchsorted(ids, contexts)
+    out = np.zeros((ids.size, size))
+    np.add.at(out, (pos, codes), 1.0)
+    return out
+
+
+def exact_probabilities(task, field_probs: pl.DataFrame | None, feature: str, n: int, grid: np.ndarray,
+                        kind: str) -> dict[int, np.ndarray]:
+    """context_id -> exact mass on the grid for one feature and size, from the ``field_probs`` table.
+
+    Rows match the feature by its name or its ``header_field`` option ``field``; values become
+    feature values as the extractor would make them (numbers for numeric features, lowercase
+    when the feature lowercases). Values outside the grid are dropped before renormalising.
+    """
+    if field_probs is None or field_probs.height == 0:
+        return {}
+    options = next((ref.options for ref in task.features if ref.name == feature), {})
+    names = {feature, str(options.get("field", feature))}
+    rows = field_probs.filter((pl.col("pool") == "none") & (pl.col("n_exemplars") == n) & pl.col("field").is_in(list(names)))
+    out: dict[int, np.ndarray] = {}
+    lookup = {v: i for i, v in enumerate(grid.tolist())}
+    for cid, value, logprob in rows.select("context_id", "value", "logprob").iter_rows():
+        if kind == "categorical":
+            key = value.lower() if options.get("lowercase") else value
+        else:
+            try:
+                key = float(value)
+            except ValueError:
+                continue
+        if key in lookup:
+            out.setdefault(int(cid), np.zeros(grid.size))[lookup[key]] += float(np.exp(logprob))
+    return {c: m / m.sum() for c, m in out.items() if m.sum() > 0}
+
+
+def _mean_interval(values: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, float, float]:
+    """Mean over contexts and its percentile bootstrap interval (contexts resampled, few-cluster stretch)."""
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = resample_counts(rng, values.size, n_boot) @ values / values.size
+    lo, hi = percentile(means, stretch=cluster_stretch(values.size))
+    return float(values.mean()), lo, hi
+
+
+def _exemplar_masses(coded: Coded, frame: pl.DataFrame, ids: np.ndarray) -> np.ndarray:
+    """Counts (len(ids), G) of each context's exemplars' feature values (exemplars without the feature left out)."""
+    first = frame.unique("context_id", keep="first").sort("context_id")  # ids are sorted too
+    out = np.zeros((ids.size, coded.grid.size))
+    for i, exemplars in enumerate(first.get_column("exemplar_ids").to_list()):
+        for rid in exemplars or []:
+            pos = coded.ref_of_id.get(int(rid))
+            if pos is not None and coded.row_codes[pos] >= 0:
+                out[i, coded.row_codes[pos]] += 1.0
+    return out
+
+
+def per_context_rows(inputs: EstimationInputs, feature: str, coded: Coded, n: int, frame: pl.DataFrame,
+                     n_boot: int) -> list[Estimate]:
+    """``sync_context_population`` and (n >= 1) ``sync_context_exemplars`` rows for one feature and size."""
+    kind, grid = coded.kind, coded.grid
+    ref_mass = np.bincount(coded.ref_codes, minlength=grid.size) / coded.ref_codes.size
+    w, ref_ev = event_weights(kind, grid, ref_mass), events(kind, ref_mass)
+    ids = np.unique(frame.get_column("context_id").to_numpy())
+    counts = _context_masses(frame.get_column("code").to_numpy(), frame.get_column("context_id").to_numpy(), ids, grid.size)
+    size = counts.sum(axis=1)
+    exact = exact_probabilities(inputs.task, inputs.tables.get("field_probs"), feature, n, grid, kind)
+    is_exact = np.array([int(c) in exact for c in ids], dtype=bool)
+    usable = is_exact | (size >= 2)
+    mass = np.array([exact[int(c)] if int(c) in exact else counts[i] / max(size[i], 1) for i, c in enumerate(ids)])
+    route = "exact-logprobs" if is_exact[usable].all() else ("sampled" if not is_exact[usable].any() else "mixed")
+    freq = events(kind, mass)
+    ex_counts = _exemplar_masses(coded, frame, ids) if n >= 1 else np.zeros((ids.size, grid.size))
+    ex_size = ex_counts.sum(axis=1)
+    ex_ev = events(kind, ex_counts / np.maximum(ex_size, 1)[:, None])
+    targets = {"context_vs_population": (np.broadcast_to(ref_ev, freq.shape), usable)}
+    if n >= 1:
+        targets["context_vs_exemplars"] = (ex_ev, usable & (ex_size > 0))
+    out = []
+    for what, (target, keep) in targets.items():
+        plug = ((freq - target) ** 2) @ w
+        unbiased = np.where(is_exact, plug, d2_unbiased(freq, np.maximum(size, 2), target, w))
+        estimator = KIND_ESTIMATOR[what]
+        point, lo, hi = _mean_interval(unbiased[keep], rng_for(inputs, estimator, f"sync@{n}", feature), n_boot)
+        if not np.isfinite(point):
+            continue
+        has_ex = keep & (ex_size > 0)
+        copy = float((((ex_ev - ref_ev) ** 2) @ w)[has_ex].mean()) if has_ex.any() else None
+        out.append(sync_row(estimator, f"sync@{n}", feature, point, lo, hi, int(keep.sum()), route,
+                            "context-bootstrap-percentile", kind=what, n_exemplars=n,
+                            distance="cramer/iqr" if kind == "numeric" else "l2sq", feature_kind=kind, debiased=point,
+                            plug_in=float(plug[keep].mean()), contexts=int(keep.sum()),
+                            exact_contexts=int((is_exact & keep).sum()), samples_per_context=float(size[keep].mean()),
+                            exemplars_vs_population=copy,
+                            correction="exact" if route == "exact-logprobs" else "unbiased-u-statistic"))
+    return out
+
+
+def fit_power(ns: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares of rows of ``y`` (R, m) on a * ns^-b, a >= 0, b on ``B_GRID``: (a, b); b = NaN where a = 0."""
+    x = ns[None, :].astype(np.float64) ** -B_GRID[:, None]  # (K, m)
+    sxx = (w * x * x).sum(axis=1)
+    sxy = y @ (w * x).T  # (R, K)
+    a = np.maximum(sxy / sxx, 0.0)
+    sse = (w * y * y).sum(axis=1)[:, None] - 2 * a * sxy + a * a * sxx
+    k = np.argmin(sse, axis=1)
+    a_best = a[np.arange(y.shape[0]), k]
+    return a_best, np.where(a_best > 0, B_GRID[k], np.nan)
+
+
+def first_inside(ns: Sequence[int], inside: np.ndarray) -> np.ndarray:
+    """Per row of ``inside`` (R, m): the smallest n from which on every entry is True (inf when none)."""
+    tail = np.flip(np.cumprod(np.flip(inside, axis=1), axis=1), axis=1).astype(bool)  # inside here and at every larger n
+    idx = np.where(tail.any(axis=1), tail.argmax(axis=1), -1)
+    return np.where(idx >= 0, np.asarray(ns, dtype=np.float64)[np.maximum(idx, 0)], np.inf)
+
+
+@dataclass(frozen=True)
+class Joint:
+    """Joint bootstrap over the sizes: marginal distances (B, m), their centred no-shift null (B, m), and the band."""
+
+    draws: np.ndarray
+    null: np.ndarray
+    d2: np.ndarray  # (m,) unbiased squared distance of the pooled outputs from F, per size
+    d2_draws: np.ndarray  # (B, m) its plug-in in each resample
+    band: np.ndarray  # (m,) simultaneous no-shift band: all sizes inside together in `level` of the null resamples
+    band_quantile: float  # the per-size quantile of the null that achieves it
+
+
+def joint_bootstrap(coded: Coded, frames: dict[int, pl.DataFrame], rng, n_boot: int, level: float = 0.95) -> Joint:
+    """Resample reference rows and context ids (shared by all sizes) together; see the module docstring."""
+    grid = coded.grid
+    ids = np.unique(np.concatenate([f.get_column("context_id").to_numpy() for f in frames.values()]))
+    per = [_context_masses(f.get_column("code").to_numpy(), f.get_column("context_id").to_numpy(), ids, grid.size)
+           for f in frames.values()]
+    q_hat = [m.sum(axis=0) / m.sum() for m in per]
+    n_ref = coded.ref_codes.size
+    p_hat = np.bincount(coded.ref_codes, minlength=grid.size) / n_ref
+    w, p_ev = event_weights(coded.kind, grid, p_hat), events(coded.kind, p_hat)
+    d2 = []
+    for m, q in zip(per, q_hat):
+        # q^2 minus the cluster-robust variance of the pooled frequency; p^2 by the binomial U-statistic.
+        sizes = m.sum(axis=1)
+        c_ev = events(coded.kind, m[sizes > 0] / sizes[sizes > 0, None])
+        k, q_ev = c_ev.shape[0], events(coded.kind, q)
+        resid = (c_ev - q_ev) * (sizes[sizes > 0, None] / sizes[sizes > 0].mean())  # linearised ratio estimator
+        var = (resid**2).sum(axis=0) / (k * (k - 1)) if k > 1 else np.full(q_ev.shape, np.nan)
+        d2.append(float(w @ (q_ev**2 - var - 2 * q_ev * p_ev + (n_ref * p_ev**2 - p_ev) / (n_ref - 1))))
+    draws, null, d2_draws = [], [], []
+    for b in chunk_sizes(n_boot, grid.size * len(per) * 4):
+        counts = resample_counts(rng, ids.size, b)
+        pr = rng.multinomial(coded.ref_codes.size, p_hat, size=b) / coded.ref_codes.size
+        d_cols, n_cols, s_cols = [], [], []
+        for m, q in zip(per, q_hat):
+            qm = counts @ m
+            qm = qm / np.maximum(qm.sum(axis=1, keepdims=True), 1e-300)
+            d_cols.append(distance(coded.kind, grid, pr - qm, pr))
+            s_cols.append(((events(coded.kind, qm) - events(coded.kind, pr)) ** 2) @ w)
+            n_cols.append(distance(coded.kind, grid, (pr - p_hat) - (qm - q), pr))  # the centred no-shift null
+        draws.append(np.column_stack(d_cols))
+        null.append(np.column_stack(n_cols))
+        d2_draws.append(np.column_stack(s_cols))
+    draws, null, d2_draws = np.vstack(draws), np.vstack(null), np.vstack(d2_draws)
+    # Raise the per-size quantile until every size is inside at once in `level` of the null resamples,
+    # so a synchronised mimic stays inside the band at all sizes with 95% probability (not 95% per size).
+    for q in np.concatenate([np.linspace(level, 1 - (1 - level) / 50, 50), [1.0]]):
+        band = np.quantile(null, q, axis=0)
+        if np.mean(np.all(null <= band, axis=1)) >= level:
+            break
+    return Joint(draws, null, np.array(d2), d2_draws, band, float(q))
+
+
+def rate_row(inputs: EstimationInputs, feature: str, frames: dict[int, pl.DataFrame], marg: dict[int, dict],
+             joint: Joint) -> Estimate:
+    """The ``sync_rate`` row: exponent b of the power law fitted to the marginal d2, and n_enter, with intervals."""
+    ns = np.array(list(frames))
+    point = np.array([marg[n]["point"] for n in ns])
+    centred = joint.draws - joint.draws.mean(axis=0) + point  # replicates centred on the plug-in point
+    n_enter = first_inside(ns, (point <= joint.band)[None, :])[0]
+    enter_lo, enter_hi = np.quantile(first_inside(ns, centred <= joint.band), [0.025, 0.975], method="inverted_cdf")
+    pos = ns >= 1
+    a, b, lo, hi, flags = float("nan"), float("nan"), float("nan"), float("nan"), []
+    if pos.sum() >= 2 and not np.isfinite(joint.d2[pos]).all():
+        flags.append("a size n >= 1 has fewer than two contexts: no power-law fit")
+    elif pos.sum() >= 2:
+        # d2 ~ A n^-2b, so sqrt(d2) ~ a n^-b with a = sqrt(A); replicates centred on the unbiased d2.
+        d2, d2_draws = joint.d2[pos], joint.d2_draws[:, pos]
+        w = 1.0 / np.maximum(d2_draws.std(axis=0, ddof=1), 1e-12) ** 2
+        (big_a,), (b2,) = fit_power(ns[pos], d2[None, :], w)
+        boot_a, boot_b2 = fit_power(ns[pos], d2_draws - d2_draws.mean(axis=0) + d2, w)
+        a, b, (lo, hi) = float(np.sqrt(big_a)), b2 / 2, (x / 2 for x in percentile(boot_b2))
+        if np.mean(boot_a <= 0) > 0.025:  # a's interval reaches 0: the curve is flat at noise level
+            flags.append(f"a = 0 in {np.mean(boot_a <= 0):.0%} of resamples: the curve is at noise level, b undefined")
+            b, lo, hi = float("nan"), float("nan"), float("nan")
+        elif b2 in (B_GRID[0], B_GRID[-1]):
+            flags.append("b at the edge of the search grid [-0.5, 2]")
+    else:
+        flags.append("fewer than two sizes n >= 1: no power-law fit")
+
+    def whole(x):
+        return int(x) if np.isfinite(x) else None
+    return sync_row("sync_rate", "sync", feature, b, lo, hi, len(ns), "sampled", "wls-power-law+joint-bootstrap-percentile",
+                    kind="rate", n_exemplars=[int(n) for n in ns], a=a, debiased=b, d2=joint.d2.tolist(),
+                    n_enter=whole(n_enter),
+                    n_enter_lower=whole(enter_lo), n_enter_upper=whole(enter_hi), reached=bool(np.isfinite(n_enter)),
+                    n_enter_rule="smallest n from which on the marginal distance is inside the simultaneous no-shift band",
+                    noise_floor=float(np.nanmean([marg[n]["noise_floor"] for n in ns])), band_quantile=joint.band_quantile,
+                    fit_sizes=[int(n) for n in ns[pos]], flags=flags or None)
+
+
+def sync_estimates(inputs: EstimationInputs, n_boot: int | None = None, features: Sequence[str] | None = None,
+                   band_level: float = 0.95) -> list[Estimate]:
+    """Every sync row for the task's context sizes (none when the task plans no synchronisation curve).
+
+    ``band_level``: the probability that a synchronised mimic stays inside the noise band at every size.
+    """
+    n_boot = int(n_boot or inputs.n_boot)
+    sizes = sync_sizes(inputs.task, inputs.draws)
+    if not sizes:
+        return []
+    draws = inputs.draws.filter((pl.col("pool") == "none") & pl.col("n_exemplars").is_in(sizes))
+    ref = inputs.reference
+    out: list[Estimate] = []
+    for f in features or sync_features(inputs.task, ref, draws):
+        col = f"feat_{f}"
+        kind = feature_kind(ref.get_column(col), draws.get_column(col))
+        ref_ok, mim = ref.filter(_present(ref, col)), draws.filter(_present(draws, col))
+        if ref_ok.height < 4 or mim.height == 0:
+            continue
+        grid, (rc, mc) = code_values(kind, values_of(ref_ok.get_column(col), kind), values_of(mim.get_column(col), kind))
+        row_codes = np.full(ref.height, -1)
+        row_codes[np.flatnonzero(_present(ref, col).to_numpy())] = rc
+        coded = Coded(kind, grid, rc, row_codes, {int(r): i for i, r in enumerate(ref.get_column("ref_id").to_list())})
+        mim = mim.with_columns(code=pl.Series(mc))
+        frames = {n: fr for n in sizes if (fr := mim.filter(pl.col("n_exemplars") == n)).height}
+        joint = joint_bootstrap(coded, frames, rng_for(inputs, "sync_rate", "sync", f), n_boot, band_level)
+        marg: dict[int, dict] = {}
+        ref_side = Side(rc, Clusters.build(None, None, rc.size), grid.size)
+        for i, (n, fr) in enumerate(frames.items()):
+            res = compare(kind, grid, ref_side, Side(fr.get_column("code").to_numpy(), clusters_of(fr), grid.size),
+                          rng_for(inputs, "sync_marginal", f"sync@{n}", f), n_boot)
+            debiased = res.point - res.null_mean
+            marg[n] = {"point": res.point, "debiased": debiased, "noise_floor": res.noise_floor}
+            out.append(sync_row("sync_marginal", f"sync@{n}", f, res.point, res.lower, res.upper, fr.height, "sampled",
+                                res.method, kind="marginal", n_exemplars=n, noise_floor=res.noise_floor,
+                                noise_floor_sd=res.noise_floor_sd, debiased=debiased, null_mean=res.null_mean,
+                                null_method=res.null_method, p_no_shift=res.p_value, noise_band=float(joint.band[i]),
+                                in_floor=bool(res.point <= joint.band[i]), distance="tv" if kind != "numeric" else "w1/iqr",
+                                feature_kind=kind, contexts=int(fr.get_column("context_id").n_unique()), deff=res.deff))
+            out.extend(per_context_rows(inputs, f, coded, n, fr, n_boot))
+        out.append(rate_row(inputs, f, frames, marg, joint))
+    return out
+
+
+def _present(frame: pl.DataFrame, col: str) -> pl.Series:
+    """Rows whose feature value is not null (nor NaN for floats)."""
+    s = frame.get_column(col)
+    ok = s.is_not_null()
+    return (ok & ~s.is_nan()).fill_null(False) if s.dtype.is_float() else ok
+
+
+def synchronised_draws(reference: pl.DataFrame, *, sizes: Sequence[int], contexts: int, samples: int, seed: int = 0,
+                       task: str = "sync", copy_prob=None, other_rows: np.ndarray | None = None) -> pl.DataFrame:
+    """Planted truth: the ``none``-pool draws table of a perfectly synchronised mimic (contract schema).
+
+    Context c at size n holds the exemplars the planner would pick (:func:`harness.prompts.context_exemplars`);
+    each draw, seeded like the runner's, copies one of them uniformly (a sample from E_c), or a
+    uniform reference row when n = 0 (a sample from F). With ``copy_prob(n)`` < 1 a draw instead
+    copies a uniform row of ``other_rows`` with probability 1 - copy_prob(n): a partly desynchronised
+    mimic. Feature columns are the copied row's; ``text`` is its text.
+    """
+    from harness.prompts import context_exemplars
+    from harness.seeding import derive_seed
+
+    n_ref, ids = reference.height, reference.get_column("ref_id").to_numpy()
+    rows, picks = [], []
+    for n in sizes:
+        for c in range(contexts):
+            ex = context_exemplars(n_ref, seed, task, n, c) if n else np.array([], dtype=np.int64)
+            for s in range(samples):
+                draw_seed = derive_seed(seed, task, "none", c, s)
+                rng = np.random.default_rng([draw_seed, n])  # n in the stream: draws at two sizes stay independent
+                pick = int(ex[rng.integers(n)]) if n else int(rng.integers(n_ref))
+                if copy_prob is not None and other_rows is not None and rng.random() >= copy_prob(n):
+                    pick = int(other_rows[rng.integers(len(other_rows))])
+                picks.append(pick)
+                rows.append((c, s, draw_seed, n, [int(ids[i]) for i in ex]))
+    picked = reference[picks]
+    feats = picked.select([c for c in reference.columns if c.startswith("feat_")])
+    return pl.DataFrame({
+        "run_id": "planted", "task": task, "task_version": 1, "pool": "none",
+        "context_id": [r[0] for r in rows], "sample_index": [r[1] for r in rows], "seed": [r[2] for r in rows],
+        "model": "planted:synchronised", "n_exemplars": [r[3] for r in rows],
+        "exemplar_ids": pl.Series([r[4] for r in rows], dtype=pl.List(pl.Int64)), "prompt_hash": "",
+        "text": picked.get_column("text") if "text" in picked.columns else "", "completion": "", "finish_reason": "stop",
+        "prompt_tokens": 0, "completion_tokens": 0, "cached": False,
+    }).with_columns(pl.lit(None, dtype=pl.List(pl.Boolean)).alias("world_draws"),
+                    pl.col("task_version", "context_id", "sample_index", "seed", "n_exemplars",
+                           "prompt_tokens", "completion_tokens").cast(pl.Int64)).hstack(feats)
