@@ -7,4 +7,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
-__all__ = ["__version__"]
+from harness.hookspecs import hookimpl  # noqa: E402  (plugins write @harness.hookimpl)
+
+__all__ = ["__version__", "hookimpl"]

@@ -1,0 +1,154 @@
+"""Options of ``openai:MODEL?...`` and where the API key comes from.
+
+The key is held in a :class:`Secret`, whose ``repr``/``str`` never show it, and is never part of
+``model_id``, log lines, error messages or files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from harness.errors import ModelSpecError
+from harness.modelspec import ModelSpec
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+MODES = ("completions", "chat")
+TRANSPORTS = ("auto", "aiohttp", "sdk")
+# The SDK costs 3-6 ms of CPU per request against aiohttp's 0.3 ms (see the package docstring).
+AUTO_TRANSPORT = "aiohttp"
+OPTIONS = ("base_url", "api_key_env", "api_key", "mode", "concurrency", "timeout", "transport")
+
+
+class Secret:
+    """A string that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value (for the Authorization header only)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """Resolved, validated backend options."""
+
+    model: str
+    base_url: str  # no trailing slash
+    api_key: Secret | None
+    api_key_env: str
+    key_from_config: bool  # the key came from an ``api_key`` option, not the environment
+    mode: str
+    concurrency: int
+    timeout: float
+    transport: str  # "aiohttp" or "sdk" (auto resolved)
+
+    @property
+    def public_url(self) -> str:
+        """The base URL without user info, query or fragment (safe for messages and model_id)."""
+        return public_url(self.base_url)
+
+    def key_hint(self) -> str:
+        """How to fix a missing or wrong key."""
+        if self.key_from_config:
+            return "fix the api_key in your model config"
+        return f"set {self.api_key_env} to a valid key"
+
+    def scrub(self, text: str) -> str:
+        """Remove the key from text that came from elsewhere (a server's error message)."""
+        if self.api_key and self.api_key.reveal():
+            text = text.replace(self.api_key.reveal(), "***")
+        return text
+
+
+def public_url(url: str) -> str:
+    """Drop user info, query and fragment from a URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def is_loopback(url: str) -> bool:
+    """True when the URL's host is this machine (a local server needs no key)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(spec: ModelSpec, name: str, default, cast, minimum):
+    value = spec.option(name, default)
+    try:
+        number = cast(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or number < minimum:
+        raise ModelSpecError(f"openai option {name}={value!r} is not a number >= {minimum}", f"write e.g. {name}={default}")
+    return number
+
+
+def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None) -> OpenAIConfig:
+    """Validate the options of an ``openai:`` model spec and resolve the base URL and key."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(set(spec.options) - set(OPTIONS))
+    if unknown:
+        raise ModelSpecError(f"unknown openai option(s) {', '.join(unknown)}", f"use any of {', '.join(OPTIONS)}")
+    if not spec.model or spec.model.strip() != spec.model:
+        raise ModelSpecError(f"openai model name {spec.model!r} is empty or has spaces", "write e.g. openai:gpt-4o-mini")
+    base_url = str(spec.option("base_url") or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ModelSpecError(f"openai base_url {public_url(base_url)!r} is not an http(s) URL", "write e.g. base_url=http://127.0.0.1:8000/v1")
+    if parts.username or parts.password:
+        # The spec's options are written to manifests, so a URL must not carry credentials.
+        raise ModelSpecError(f"openai base_url {public_url(base_url)!r} contains credentials", "put the key in an environment variable named by api_key_env")
+    mode = str(spec.option("mode", "completions"))
+    if mode not in MODES:
+        raise ModelSpecError(f"openai option mode={mode!r} is unknown", "use mode=completions (base models) or mode=chat")
+    transport = str(spec.option("transport", "auto"))
+    if transport not in TRANSPORTS:
+        raise ModelSpecError(f"openai option transport={transport!r} is unknown", "use transport=auto, aiohttp or sdk")
+    key_env = str(spec.option("api_key_env", "OPENAI_API_KEY"))
+    config_key = spec.option("api_key")
+    key_value = str(config_key) if config_key else env.get(key_env, "")
+    if not key_value and not is_loopback(base_url):
+        raise ModelSpecError(
+            f"no API key for {public_url(base_url)}: environment variable {key_env} is not set",
+            f"export {key_env}=..., or name another variable with api_key_env=NAME",
+        )
+    return OpenAIConfig(
+        model=spec.model,
+        base_url=base_url,
+        api_key=Secret(key_value) if key_value else None,
+        api_key_env=key_env,
+        key_from_config=bool(config_key),
+        mode=mode,
+        concurrency=int(_number(spec, "concurrency", 64, int, 1)),
+        timeout=float(_number(spec, "timeout", 60, float, 0.001)),
+        transport=AUTO_TRANSPORT if transport == "auto" else transport,
+    )
+
+
+def model_id_for(config: OpenAIConfig) -> str:
+    """``openai:MODEL#hash`` of what changes outputs (server and mode), not of transport knobs or keys."""
+    return ModelSpec("openai", config.model, {"base_url": config.public_url, "mode": config.mode}).model_id
