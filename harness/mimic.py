@@ -110,6 +110,8 @@ class Mimic(Protocol):
     model_id: str  # stable, secret-free identifier of the model and its load-time options
     capabilities: frozenset[Capability]
     context_window: int | None
+    # Optional attribute ``max_concurrency: int``: the most ``generate`` calls worth having in flight
+    # (an in-process model that decodes one batch at a time declares 1). Absent means no limit.
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Generate one completion per request."""
