@@ -52,7 +52,11 @@ def compute_features(features: dict[str, Feature], texts: pl.Series) -> pl.DataF
     missing = texts.is_null()
     columns = []
     for name, feature in features.items():
-        values = feature.extract(texts.fill_null(""))
+        try:
+            values = feature.extract(texts.fill_null(""))
+        except Exception as exc:  # a third-party extractor must fail in one line naming it, not as an internal error
+            raise PluginError(f"feature {name!r} failed: {type(exc).__name__}: {exc}",
+                              "fix the feature's options, or report it to the plugin that provides it") from exc
         if not isinstance(values, pl.Series) or len(values) != len(texts):
             got = len(values) if isinstance(values, pl.Series) else type(values).__name__
             raise PluginError(f"feature {name!r} returned {got} values for {len(texts)} texts",

@@ -121,6 +121,12 @@ def parse_model_spec(text: str, config: dict[str, ModelSpec] | None = None, **ex
         spec = config[text]
         return ModelSpec(spec.backend, spec.model, {**spec.options, **extra_options}, spec.label)
     match = _SPEC.match(text)
+    if not match and config is not None:  # a bare name the user meant to look up in --model-config
+        raise ModelSpecError(
+            f"model {text!r} is neither defined in the model config (names: {', '.join(sorted(config)) or 'none'}) "
+            "nor of the form backend:model",
+            "use one of the config's names, or write backend:model (see `mimic models`)",
+        )
     if not match or not match.group("model"):
         raise ModelSpecError(
             f"model spec {text!r} is not of the form backend:model",

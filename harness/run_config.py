@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,15 @@ class RunConfig:
             raise UsageError(f"--exemplars must be 0 or more, got {self.n_exemplars}", "pass --exemplars 0 or more")
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1, got {self.concurrency}", "pass --concurrency 1 or more")
-        if self.max_cost is not None and self.max_cost <= 0:
+        if self.max_cost is not None and not (math.isfinite(self.max_cost) and self.max_cost > 0):
             raise UsageError(f"--max-cost must be positive, got {self.max_cost}", "pass e.g. --max-cost 5")
+        if not (math.isfinite(self.request_timeout) and self.request_timeout > 0):
+            raise UsageError(f"--request-timeout must be a positive number of seconds, got {self.request_timeout}",
+                             "pass e.g. --request-timeout 120")
+        if self.max_attempts < 1:
+            raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}", "pass --max-attempts 1 or more")
+        if not (math.isfinite(self.retry_wait) and self.retry_wait >= 0):
+            raise UsageError(f"--retry-wait must be 0 or more seconds, got {self.retry_wait}", "pass e.g. --retry-wait 0.5")
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise UsageError(f"--max-tokens must be positive, got {self.max_tokens}", "pass e.g. --max-tokens 100000")
         if self.summary_to not in {"stdout", "stderr", "off"}:

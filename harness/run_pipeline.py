@@ -138,6 +138,11 @@ def load_phase(config: RunConfig, registries: Registries) -> Loaded:
     from harness.tasks import load_task
     from harness.worlddraws import build_world
 
+    unknown = [name for name in (config.estimators or ()) if name not in registries.estimators]
+    if unknown:  # before any model call: a typo here must not cost a whole generation first
+        known = ", ".join(registries.estimators.names()) or "none installed"
+        raise UsageError(f"unknown estimator {unknown[0]!r} (known: {known})",
+                         "pass --estimator with a known name (see `mimic plugins --components`)")
     task = config.task if isinstance(config.task, TaskSpec) else load_task(str(config.task), registries)
     cache_dir = (config.cache_dir or default_cache_dir(config.out_dir)) if config.use_cache else None
     ctx = BuildContext(registries=registries, cache_dir=cache_dir)

@@ -22,8 +22,8 @@ import polars as pl
 
 from harness import __version__
 from harness.cache import DrawCache, default_cache_dir
-from harness.concurrency import CallStats, RetryPolicy
-from harness.errors import HarnessError, RunStoreError, UsageError
+from harness.concurrency import AdaptiveLimiter, CallStats, RetryPolicy, call_with_retries
+from harness.errors import HarnessError, PermanentBackendError, RunStoreError, UsageError
 from harness.events import RunFinished, RunStarted, SampleCompleted
 from harness.factories import create_mimic
 from harness.generation import GenerationOutcome, Generator, PendingDraw
@@ -126,6 +126,7 @@ async def _run_loaded(config: RunConfig, registries: Registries, loaded: Loaded,
     store = RunStore.open(run_dir)
     cache = None
     manifest: dict[str, Any] | None = None
+    finalised = False  # the manifest on disk holds this invocation's final status
     planned: list = []
     try:
         cache = DrawCache.open(config.cache_dir or default_cache_dir(config.out_dir)) if config.use_cache else None
@@ -158,7 +159,7 @@ async def _run_loaded(config: RunConfig, registries: Registries, loaded: Loaded,
         estimates = None
         if outcome.status == "complete" and loaded.task.context_sizes:
             with clock("field_probs"):
-                await _field_probs(mimic, loaded, planned, run_dir, store)
+                await _field_probs(_RetryingMimic(mimic, config), loaded, planned, run_dir, store)
         if outcome.status == "complete":
             with clock("write_draws"):
                 draws = builder.frame(rows)
@@ -174,6 +175,7 @@ async def _run_loaded(config: RunConfig, registries: Registries, loaded: Loaded,
         if estimates is not None:
             store.write_text("summary.md", summary_markdown(manifest, estimates))
         store.write_manifest(manifest)
+        finalised = True
         _emit(registries, "run_finished", RunFinished(run_id, run_dir, outcome.status, len(rows), timings["total"]))
         progress.message(f"{run_id}: {outcome.status}; " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         if estimates is not None and config.summary_to != "off":
@@ -188,13 +190,18 @@ async def _run_loaded(config: RunConfig, registries: Registries, loaded: Loaded,
             raise error
         return result
     except BaseException as exc:
-        if manifest is not None and manifest.get("status") == "running":  # stopped outside generation
+        # Stopped outside generation (field_probs, estimation, writing): the manifest on disk still
+        # says "running" even when the draws are all in, so record the stop and say how to resume.
+        if manifest is not None and not finalised:
             interrupted = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
             manifest.update(status="interrupted" if interrupted else "failed", counts=_counts(planned, store.rows()), finished=_now())
             try:
                 store.write_manifest(manifest)
             except HarnessError:
                 pass  # the original error matters more than a manifest we could not update
+            if isinstance(exc, HarnessError) and "resume" not in (exc.hint or ""):
+                resume = f"run the same command again, or `mimic run --resume {run_id}`"
+                exc.hint = f"{exc.hint}; then {resume}" if exc.hint else resume
         raise
     finally:
         store.close()
@@ -239,7 +246,7 @@ async def _generate(config: RunConfig, loaded: Loaded, store: RunStore, cache: D
         return outcome
     policy = RetryPolicy(max_attempts=config.max_attempts, initial_wait=config.retry_wait, timeout=config.request_timeout)
     generator = Generator(mimic=mimic, model_id=builder.model_id, store=store, build_rows=builder.rows, on_recorded=on_recorded,
-                          cache=cache, concurrency=config.concurrency, policy=policy, stats=stats, on_spent=on_spent)
+                          cache=cache, concurrency=effective_concurrency(mimic, config.concurrency), policy=policy, stats=stats, on_spent=on_spent)
     totals: dict[str, int] = {}
     for d in planned:
         totals[d.pool] = totals.get(d.pool, 0) + 1
@@ -294,6 +301,49 @@ def _manifest(config: RunConfig, loaded: Loaded, registries: Registries, run_id:
         "created": previous.get("created") or _now(),
         "finished": None,
     }
+
+
+class _RetryingMimic:
+    """The run's mimic with each ``generate`` request retried under the run's policy (field_probs calls).
+
+    The logprobs route sends many one-token requests in one ``generate`` call; a transient fault
+    (a 429, a reset, a malformed body) in one of them must be retried like a draw's, not end a run
+    whose draws are all in. Each request is retried on its own, so one fault re-sends one request.
+    """
+
+    def __init__(self, mimic: Mimic, config: RunConfig):
+        self._mimic = mimic
+        self._limiter = AdaptiveLimiter(config.concurrency)
+        self._policy = RetryPolicy(max_attempts=config.max_attempts, initial_wait=config.retry_wait, timeout=config.request_timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mimic, name)
+
+    async def _one(self, request):
+        out = await call_with_retries(lambda: self._mimic.generate([request]), self._limiter, self._policy,
+                                      describe=f"request to {self._mimic.model_id}")
+        if len(out) != 1:
+            raise PermanentBackendError(f"backend for {self._mimic.model_id} returned {len(out)} completions for 1 request",
+                                        "report this to the backend plugin's authors")
+        return out[0]
+
+    async def generate(self, requests):
+        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:  # the first failure ends the call: stop the others
+                task.cancel()
+
+
+def effective_concurrency(mimic: Mimic, requested: int) -> int:
+    """Calls in flight: the user's ``--concurrency``, capped by the backend's ``max_concurrency``.
+
+    An in-process backend that runs one batch at a time (gguf) declares ``max_concurrency = 1``;
+    queueing more calls behind its lock would only let their per-request timeouts expire.
+    """
+    cap = getattr(mimic, "max_concurrency", None)
+    return max(1, min(requested, cap)) if isinstance(cap, int) and cap > 0 else requested
 
 
 async def _field_probs(mimic: Mimic, loaded: Loaded, planned: list, run_dir: Path, store: RunStore) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -105,20 +106,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_frame(path: Path, frame: pl.DataFrame) -> None:
-    """Write a Parquet file atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write a Parquet file atomically (temp file, fsync, rename).
+
+    The table is serialised in memory first and written with :func:`atomic_write_bytes`: polars
+    reports a failed file write (a full disk) as a ComputeError that may not even name the OS
+    error, and would leave its temporary file behind.
+    """
+    buffer = io.BytesIO()
     try:
-        frame.write_parquet(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise _store_error(f"could not write {path}", exc) from exc
+        frame.write_parquet(buffer)
+    except pl.exceptions.PolarsError as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise RunStoreError(f"could not write {path}: {text}", "rerun with --debug and report it") from exc
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -5,6 +5,10 @@ folder: ``harness.reference.load_reference`` resolves it), ``limit`` (keep the f
 ``filter`` ({column: value or [values]}: keep rows equal to / in them), ``rename`` ({old: new}),
 applied in the order rename, filter, limit.
 
+Size limit: the csv, jsonl and parquet sources refuse a file larger than ``MAX_REFERENCE_BYTES``
+(512 MiB; override with the environment variable ``MIMIC_MAX_REFERENCE_BYTES``, in bytes) before
+reading any of it, so a runaway file (or one enormous line) fails in one line instead of filling memory.
+
 ``hf`` calls ``datasets.load_dataset(path, name, split=..., data_files=..., revision=..., cache_dir=...)``
 (needs the ``hf`` extra; a hub dataset needs the network, a local ``json``/``csv`` file does not).
 
@@ -32,6 +36,22 @@ from harness.errors import DataError
 from harness.hookspecs import hookimpl
 
 TABLE_OPTIONS = {"path", "limit", "filter", "rename"}
+MAX_REFERENCE_BYTES = 512 * 2**20
+MAX_BYTES_ENV = "MIMIC_MAX_REFERENCE_BYTES"
+
+
+def max_reference_bytes() -> int:
+    """The largest reference file the file sources read: ``$MIMIC_MAX_REFERENCE_BYTES`` or 512 MiB."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_REFERENCE_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{MAX_BYTES_ENV}={raw!r} is not a positive number of bytes", f"unset {MAX_BYTES_ENV} or set it to e.g. 1073741824")
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -128,6 +148,10 @@ class FileSource:
         label = f"{self.kind} file {self.path}"
         if not self.path.is_file():
             raise DataError(f"{label} does not exist", "fix `reference.path` (relative paths start at the task file's folder)")
+        size, limit = self.path.stat().st_size, max_reference_bytes()
+        if size > limit:  # refuse before reading: polars would load it all into memory
+            raise DataError(f"{label} is {size:,} bytes, larger than the {limit:,}-byte limit for reference files",
+                            f"use a smaller file, or raise the limit with {MAX_BYTES_ENV}=BYTES if you have the memory")
         try:
             if self.kind == "csv":
                 frame = pl.read_csv(self.path, infer_schema_length=10000)

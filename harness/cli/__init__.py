@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        # Ctrl-C outside the generate phase (which stops cleanly and names the run itself): runs are
+        # resumable at any point, so say how.
+        print("interrupted: nothing recorded is lost; to resume, run the same command again", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
