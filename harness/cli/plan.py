@@ -1,0 +1,176 @@
+"""`mimic plan`: how many draws (C contexts x S samples per pool) reach a target interval width.
+
+    mimic plan results/runs/RUN_ID --width 0.05     # from a pilot run
+    mimic plan --task bookworld --width 0.05        # no pilot: the reference stands in for the mimic
+
+From a pilot it reads the run's ``estimates.parquet`` (or, for a pilot that stopped before
+estimating, recomputes the estimates from ``draws.parquet``/``draws.jsonl``, ``reference.parquet``
+and the task in ``manifest.json``), takes each estimate's half-width, rows used, design effect
+and reference/mimic variance split, and scales them (harness/stats/planning.py). Token costs
+come from the pilot's prompt and completion token counts; without a pilot they are guessed
+from the reference texts (about 4 characters a token) and the intra-context correlation is
+``--icc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from harness.errors import DataError, UsageError
+from harness.protocols import BuildContext, Command, EstimationInputs
+from harness.stats import planning
+from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, GenerationSpec, ProxySpec, RenderSpec, SamplingPlan,
+                              TaskSpec, WorldSpec)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `mimic plan`."""
+    parser.add_argument("pilot", nargs="?", metavar="RUN_DIR", help="a pilot run directory (results/runs/RUN_ID)")
+    parser.add_argument("--task", "-t", metavar="TASK", help="plan from a task's reference data alone (no pilot)")
+    parser.add_argument("--width", type=float, default=0.05, help="target half-width of the 95%% intervals (default 0.05)")
+    parser.add_argument("--icc", type=float, default=0.1, help="intra-context correlation to assume without a pilot (default 0.1)")
+    parser.add_argument("--estimator", dest="estimators", action="append", metavar="NAME", help="plan only these estimators (repeatable)")
+    parser.add_argument("--n-boot", type=int, default=300, help="resamples when a pilot's estimates must be recomputed (default 300)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for recomputed estimates (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def task_from_dict(data: dict[str, Any]) -> TaskSpec:
+    """Rebuild a TaskSpec from ``TaskSpec.to_dict()`` (the manifest's ``task``)."""
+    world = data.get("world")
+    return TaskSpec(
+        name=data["name"], version=int(data.get("version", 1)), description=data.get("description", ""),
+        reference=ComponentRef(**data["reference"]), render=RenderSpec(**{**data["render"], "stop": tuple(data["render"].get("stop", ()))}),
+        features=tuple(FeatureRef(**f) for f in data["features"]),
+        proxy=ProxySpec(data["proxy"]["feature"], tuple(data["proxy"]["values"])), latents=tuple(data.get("latents", ())),
+        controls=tuple(ControlSpec(**c) for c in data.get("controls", ())), plan=SamplingPlan(**data.get("plan", {})),
+        generation=GenerationSpec(**data.get("generation", {})), world=WorldSpec(**world) if world else None,
+        betas=tuple(data.get("betas", ())), context_sizes=tuple(data.get("context_sizes", ())),
+    )
+
+
+def read_draws(run_dir: Path) -> pl.DataFrame:
+    """The pilot's draws: ``draws.parquet``, else the durable log ``draws.jsonl`` (torn or corrupt lines skipped)."""
+    from harness.store import load_draws
+
+    if not (run_dir / "draws.parquet").exists() and not (run_dir / "draws.jsonl").exists():
+        raise DataError(f"{run_dir}: no draws.parquet or draws.jsonl", "point at a run directory (results/runs/RUN_ID)")
+    frame = load_draws(run_dir)
+    if frame.height == 0:
+        raise DataError(f"{run_dir}: no complete draws yet", "let the pilot run longer")
+    return frame
+
+
+def pilot_estimates(run_dir: Path, args: argparse.Namespace) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A pilot's estimates (read, or recomputed) and its draws."""
+    draws = read_draws(run_dir)
+    if (run_dir / "estimates.parquet").exists():
+        return pl.read_parquet(run_dir / "estimates.parquet"), draws
+    from harness.estimation import build_estimators, run_estimators
+    from harness.plugins import build_registries
+    from harness.selection import build_controls, select_all
+
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists() or not (run_dir / "reference.parquet").exists():
+        raise DataError(f"{run_dir}: no estimates.parquet, and no manifest.json + reference.parquet to recompute them",
+                        "point at a run directory written by `mimic run`")
+    task = task_from_dict(json.loads(manifest_path.read_text(encoding="utf-8"))["task"])
+    registries = build_registries()
+    ctx = BuildContext(registries=registries)
+    selections = select_all(build_controls(task, registries, ctx), draws, task)
+    inputs = EstimationInputs(task, pl.read_parquet(run_dir / "reference.parquet"), draws, selections,
+                              seed=args.seed, n_boot=args.n_boot)
+    return run_estimators(build_estimators(registries, ctx, args.estimators), inputs, on_error="warn"), draws
+
+
+def token_costs(draws: pl.DataFrame) -> tuple[float, float]:
+    """Mean prompt tokens per context and completion tokens per draw (1, 1 where not recorded)."""
+    keys = [c for c in ("pool", "n_exemplars", "context_id") if c in draws.columns]
+    prompt = 1.0
+    if "prompt_tokens" in draws.columns and keys:
+        prompt = float(draws.group_by(keys).agg(pl.col("prompt_tokens").first()).get_column("prompt_tokens").mean() or 1.0)
+    completion = float(draws.get_column("completion_tokens").mean() or 1.0) if "completion_tokens" in draws.columns else 1.0
+    return max(prompt, 1.0), max(completion, 1.0)
+
+
+def from_task(args: argparse.Namespace) -> tuple[list[planning.PlanInput], float, float]:
+    """Plan inputs and token guesses from a task's reference data (no pilot)."""
+    from harness.plugins import build_registries
+    from harness.reference import load_reference
+    from harness.tasks import load_task
+
+    registries = build_registries()
+    task = load_task(args.task, registries)
+    ref = load_reference(task, registries, BuildContext(registries=registries)).frame
+    inputs = planning.inputs_from_reference(ref, task.proxy.feature, task.proxy.values, task.latents, args.icc)
+    chars = float(ref.get_column("text").str.len_chars().mean() or 4.0) if "text" in ref.columns else 4.0
+    return inputs, (len(task.render.preamble) + task.plan.exemplars * chars) / 4 + 1, chars / 4 + 1
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "never"
+        if math.isnan(v):
+            return "-"
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return str(v)
+
+
+def render(rows: list[planning.PlanRow], width: float, costs: tuple[float, float]) -> str:
+    """The plan as a table plus one line per pool."""
+    cols = ["estimator", "condition", "feature", "half-width now", "n now", "deff", "icc", "status", "rows needed",
+            "draws/pool", "C x S", "tokens"]
+    lines = [f"Target: 95% interval half-width {width:g}; a context costs ~{costs[0]:,.0f} prompt tokens once "
+             f"+ ~{costs[1]:,.0f} per sample.", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        split = f"{r.contexts} x {r.samples_per_context}" if r.status == "ok" else "-"
+        values = [r.estimator, r.condition, r.feature, r.half_width, r.n or "-", r.deff, r.icc, r.status,
+                  r.rows_needed, r.draws_needed, split, r.tokens]
+        lines.append("| " + " | ".join(_fmt(v) for v in values) + " |")
+    lines.append("")
+    for pool, r in sorted(planning.pool_summary(rows).items()):
+        lines.append(f"pool {pool}: {r.contexts} contexts x {r.samples_per_context} samples = {r.draws_needed:,.0f} draws "
+                     f"(set by {r.estimator} {r.condition} {r.feature})")
+    limited = [r for r in rows if r.status == "reference-limited"]
+    if limited:
+        lines.append(f"{len(limited)} estimate(s) cannot reach ±{width:g}: the reference data alone is too noisy (more reference rows, or a wider target)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the plan."""
+    if args.width <= 0:
+        raise UsageError(f"--width must be positive, got {args.width}", "pass e.g. --width 0.05")
+    if bool(args.pilot) == bool(args.task):
+        raise UsageError("give either a pilot RUN_DIR or --task NAME", "e.g. mimic plan results/runs/RUN_ID --width 0.05")
+    if args.pilot:
+        run_dir = Path(args.pilot)
+        if not run_dir.is_dir():
+            raise UsageError(f"{run_dir} is not a directory", "point at results/runs/RUN_ID")
+        estimates, draws = pilot_estimates(run_dir, args)
+        if args.estimators:
+            estimates = estimates.filter(pl.col("estimator").is_in(args.estimators))
+        sizes = {p: n for p, n in draws.group_by("pool").len().iter_rows()} if "pool" in draws.columns else {}
+        inputs, costs = planning.inputs_from_estimates(estimates, sizes), token_costs(draws)
+    else:
+        inputs, *costs = from_task(args)
+        if args.estimators:
+            inputs = [p for p in inputs if p.estimator in args.estimators]
+    rows = planning.plan(inputs, args.width, *costs)
+    if args.json:
+        print(json.dumps({"width": args.width, "prompt_tokens": costs[0], "completion_tokens": costs[1],
+                          "rows": planning.as_dicts(rows)}, indent=2))
+    else:
+        print(render(rows, args.width, tuple(costs)))
+    return 0
+
+
+COMMAND = Command("plan", "Plan samples per condition (C x S) for a target interval width, from a pilot run or a task.",
+                  add_arguments, run)

@@ -1,0 +1,133 @@
+"""Estimators on the text itself: transfer gap (TRTS vs TSTS) and detection (classifier two-sample test).
+
+transfer_gap, per selection and categorical/binary latent H: a TF-IDF + logistic-regression
+classifier trained on the reference items predicts H on the selection's kept items (TRTS); the
+same classifier cross-validated on the kept items (folds split by context, so a context never
+sits on both sides) gives TSTS; gap = TSTS - TRTS in **balanced accuracy** (mean per-class
+recall over the classes scored). Classes scored: levels with at least ``min_class`` (default 10)
+rows in the reference AND in the kept items; kept rows with other labels are dropped (counted in
+``dropped``); fewer than two such classes, or fewer than two contexts, gives no row.
+Numeric latents are skipped.
+
+detection, per selection: the same classifier separates reference items (the comparison rows of
+:func:`harness.stats.common.reference_for`, at most ``max_reference`` of them, drawn with the
+estimate's seed) from all kept items; out-of-fold scores give the AUC (mimic scored higher =
+detected), weighted by the selection's weights; point = AUC, note ``similarity`` =
+1 - (2 max(0.5, AUC) - 1) with its interval mapped from the AUC interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from harness.protocols import Estimate, EstimationInputs
+from harness.stats.bootstrap import Clusters
+from harness.stats.classifiers import auc_with_draws, balanced_accuracy_gap, out_of_fold, text_classifier
+from harness.stats.common import clusters_of, kind_of, latents, reference_for, rng_for, row, valid, values_of
+from harness.stats.intervals import cluster_stretch, percentile
+
+
+def _with_text(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(pl.col("text").is_not_null()) if "text" in frame.columns else frame.clear()
+
+
+def _labels(frame: pl.DataFrame, h: str) -> np.ndarray:
+    """Class labels as text (0/1 features become "0.0"/"1.0" on both sides alike)."""
+    return values_of(frame.get_column(f"feat_{h}"), "categorical")
+
+
+class TransferGap:
+    """TSTS - TRTS balanced accuracy of a reference-trained text classifier (see module docstring)."""
+
+    name = "transfer_gap"
+
+    def __init__(self, options: dict | None = None):
+        options = dict(options or {})
+        self.n_boot = options.get("n_boot")
+        self.min_class = int(options.get("min_class", 10))
+        self.n_splits = int(options.get("n_splits", 5))
+
+    def estimate(self, inputs: EstimationInputs) -> list[Estimate]:
+        """One row per (selection, categorical/binary latent) that passes the class rule."""
+        if "text" not in inputs.reference.columns or "text" not in inputs.draws.columns:
+            return []
+        out = []
+        for h in latents(inputs):
+            if kind_of(inputs, h) == "numeric":
+                continue
+            ref = _with_text(valid(inputs.reference, h))
+            ref_y = _labels(ref, h)
+            levels, counts = np.unique(ref_y, return_counts=True)
+            common = levels[counts >= self.min_class]
+            if common.size < 2:
+                continue
+            train = np.isin(ref_y, common)
+            model = text_classifier(common.size).fit(ref.get_column("text").to_numpy()[train], ref_y[train])
+            for sel in inputs.selections:
+                mim = _with_text(valid(sel.kept, h))
+                y = _labels(mim, h)
+                present, n_present = np.unique(y, return_counts=True)
+                classes = np.intersect1d(common, present[n_present >= self.min_class])
+                keep = np.isin(y, classes)
+                if classes.size < 2:
+                    continue
+                mim, y = mim.filter(pl.Series(keep)), y[keep]
+                clusters = clusters_of(mim)
+                if clusters.n_clusters < 2:
+                    continue
+                texts = mim.get_column("text").to_numpy()
+                weights = None if clusters.uniform else clusters.weights / clusters.weights.mean()
+                try:
+                    tsts_pred = out_of_fold(texts, y, clusters.labels, n_splits=self.n_splits, sample_weight=weights)
+                except ValueError:
+                    continue  # a training fold with a single class: the data cannot support TSTS
+                rng = rng_for(inputs, self.name, sel.condition, h)
+                trts, tsts, gap, draws = balanced_accuracy_gap(rng, classes, y, model.predict(texts), tsts_pred,
+                                                               clusters, int(self.n_boot or inputs.n_boot))
+                lower, upper = percentile(draws, stretch=cluster_stretch(clusters.n_clusters))
+                out.append(row(self.name, sel.condition, h, gap, lower, upper, mim.height, "cluster-bootstrap-percentile",
+                               metric="balanced_accuracy", trts=trts, tsts=tsts, classes=[str(c) for c in classes],
+                               dropped=int((~keep).sum()), n_reference=int(train.sum()), contexts=clusters.n_clusters,
+                               folds=min(self.n_splits, clusters.n_clusters)))
+        return out
+
+
+class Detection:
+    """Classifier two-sample test, reference vs kept items: AUC and similarity (see module docstring)."""
+
+    name = "detection"
+
+    def __init__(self, options: dict | None = None):
+        options = dict(options or {})
+        self.n_boot = options.get("n_boot")
+        self.min_rows = int(options.get("min_rows", 10))
+        self.max_reference = int(options.get("max_reference", 5000))
+        self.n_splits = int(options.get("n_splits", 5))
+
+    def estimate(self, inputs: EstimationInputs) -> list[Estimate]:
+        """One row per selection with enough text on both sides."""
+        if "text" not in inputs.reference.columns or "text" not in inputs.draws.columns:
+            return []
+        out = []
+        for sel in inputs.selections:
+            ref_rows, label = reference_for(inputs, sel)
+            ref, mim = _with_text(ref_rows), _with_text(sel.kept)
+            if ref.height < self.min_rows or mim.height < self.min_rows:
+                continue
+            rng = rng_for(inputs, self.name, sel.condition, "text")
+            if ref.height > self.max_reference:
+                ref = ref[np.sort(rng.choice(ref.height, self.max_reference, replace=False))]
+            mim_cl = clusters_of(mim)
+            texts = np.concatenate([ref.get_column("text").to_numpy(), mim.get_column("text").to_numpy()])
+            is_mimic = np.r_[np.zeros(ref.height, bool), np.ones(mim.height, bool)]
+            groups = np.r_[np.arange(ref.height), ref.height + mim_cl.labels]
+            scores = out_of_fold(texts, is_mimic.astype(int), groups, method="decision_function", n_splits=self.n_splits)
+            auc, draws = auc_with_draws(rng, scores, is_mimic, Clusters.build(None, None, ref.height), mim_cl,
+                                        int(self.n_boot or inputs.n_boot))
+            lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.n_clusters))
+            sim = lambda a: 1 - (2 * max(0.5, a) - 1)  # noqa: E731 - the essay's similarity
+            out.append(row(self.name, sel.condition, "text", auc, lower, upper, mim.height, "cluster-bootstrap-percentile",
+                           similarity=sim(auc), similarity_lower=sim(upper), similarity_upper=sim(lower),
+                           reference=label, n_reference=ref.height, contexts=mim_cl.n_clusters))
+        return out

@@ -1,0 +1,195 @@
+"""Planted-truth tables in the contract schema, for calibrating the estimators.
+
+``planted(rng, ...)`` draws a reference table and a draws table (pools ``none`` and
+``prompt:a``; C contexts x S samples, with a random context effect on every feature so the
+cluster bootstrap matters) from distributions whose estimands are known exactly, builds the
+selections ``none``, ``prompt:a``, ``filter:a``, ``reward@1``, ``reward@4`` itself (so the
+calibration does not depend on the control plugins) and returns the exact values.
+
+Features: proxy ``z`` in {a, b} (categorical); latents ``h`` (categorical, 4 levels; planted
+TV shift), ``x`` (numeric; planted W1 and lift, planted correlation with z) and ``t`` (binary,
+the transfer-gap label; the text carries a signal token whose use shifts in the mimic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from scipy.special import betaln
+
+from harness.protocols import EstimationInputs, Selection
+from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, SamplingPlan, TaskSpec,
+                              WorldSpec)
+
+PI_REF = np.array([0.4, 0.3, 0.2, 0.1])
+LEVELS = np.array(["h0", "h1", "h2", "h3"])
+SHIFT_DIRECTION = np.array([1.0, -0.5, -0.5, 0.0])  # a shift of TV d moves d from h1,h2 to h0; h3 unchanged
+RHO_BETA = (2.0, 2.0)  # non-forcing items: rho ~ Beta(2, 2); forcing items: rho = 1
+KS = (1, 2, 4, 8, 16)
+SQ = 0.6744897501960817  # standard normal 75% quantile
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Inputs for the estimators plus the exact estimands, keyed (estimator, condition, feature)."""
+
+    inputs: EstimationInputs
+    truth: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+
+def planted_task(world_k: int = 16) -> TaskSpec:
+    """The task the planted tables belong to."""
+    feats = (FeatureRef("z", "planted"), FeatureRef("h", "planted"), FeatureRef("x", "planted"), FeatureRef("t", "planted"))
+    controls = (ControlSpec("none"), ControlSpec("prompt"), ControlSpec("filter"), ControlSpec("reward", {"k": 1}),
+                ControlSpec("reward", {"k": 4}))
+    return TaskSpec("planted", 1, "planted-truth calibration", ComponentRef("planted"), RenderSpec("{{ text }}"),
+                    feats, ProxySpec("z", ("a",)), ("h", "x", "t"), controls, SamplingPlan(), world=WorldSpec("planted", world_k))
+
+
+def forcing_m(f: float, k: int) -> float:
+    """Exact m_K = E[rho^(K+1)] / E[rho] for rho = 1 w.p. f, else Beta(2, 2)."""
+    a, b = RHO_BETA
+    moment = lambda j: np.exp(betaln(a + j, b) - betaln(a, b))  # noqa: E731 - E[rho^j] of the beta part
+    return float((f + (1 - f) * moment(k + 1)) / (f + (1 - f) * moment(1)))
+
+
+def _texts(rng, t: np.ndarray, mimic_alpha: np.ndarray | None) -> np.ndarray:
+    """Signal tokens: reference y=1 -> alpha .9 / beta .1; y=0 -> beta .85 / gamma .05 / alpha .1.
+
+    Mimic: y=1 -> alpha (0.5 + u_c) / gamma (0.4 - u_c) / beta .1; y=0 -> beta .9 / alpha .1. A
+    reference-trained rule (alpha->1, beta->0, gamma->0) gets balanced accuracy 0.7 on mimic
+    items; the mimic's own rule (gamma->1) gets 0.9: the planted transfer gap is 0.2.
+    """
+    u = rng.random(t.size)
+    if mimic_alpha is None:
+        pos = np.where(u < 0.9, "alpha", "beta")
+        neg = np.where(u < 0.85, "beta", np.where(u < 0.90, "gamma", "alpha"))
+    else:
+        pos = np.where(u < mimic_alpha, "alpha", np.where(u < 0.9, "gamma", "beta"))
+        neg = np.where(u < 0.9, "beta", "alpha")
+    tok = np.where(t == 1, pos, neg)
+    return np.char.add(np.char.add(tok, " "), tok)
+
+
+def _world(rng, n: int, forcing: np.ndarray, k: int) -> list[list[bool]]:
+    a, b = RHO_BETA
+    rho = np.where(rng.random(n) < forcing, 1.0, rng.beta(a, b, n))
+    return (rng.random((n, k + 1)) < rho[:, None]).tolist()
+
+
+def reference_frame(rng, n: int, *, p_a=0.5, mu=(1.0, 0.0), sd=1.2, forcing=0.2, world_k=16) -> pl.DataFrame:
+    """Reference rows: i.i.d. draws of (z, h, x, t, text, world_draws)."""
+    z_a = rng.random(n) < p_a
+    pi_b = PI_REF[::-1]
+    h_idx = np.where(z_a, _cat(rng, PI_REF, n), _cat(rng, pi_b, n))
+    x = np.where(z_a, mu[0], mu[1]) + sd * rng.standard_normal(n)
+    t = (rng.random(n) < 0.5).astype(np.float64)
+    return pl.DataFrame({
+        "ref_id": np.arange(n), "text": _texts(rng, t, None), "feat_z": np.where(z_a, "a", "b"),
+        "feat_h": LEVELS[h_idx], "feat_x": x, "feat_t": t,
+        "world_draws": pl.Series(_world(rng, n, np.full(n, forcing), world_k), dtype=pl.List(pl.Boolean)),
+    })
+
+
+def _cat(rng, p: np.ndarray, n: int) -> np.ndarray:
+    return (rng.random(n)[:, None] > np.cumsum(p)[None, :-1]).sum(axis=1)
+
+
+def pool_frame(rng, pool: str, contexts: int, samples: int, *, p_a: float, pi_h: np.ndarray, mu: tuple[float, float],
+               sd_within: float, tau: float, forcing: float, kappa: float, world_k: int = 16) -> pl.DataFrame:
+    """C x S draws of one pool; each context draws its own P(z=a), P(h), x offset, forcing share and alpha use.
+
+    Context effects average out exactly: Beta/Dirichlet draws with the planted means, a normal x
+    offset with mean 0; so the marginal over contexts is the planted distribution.
+    """
+    c = np.repeat(np.arange(contexts), samples)
+    n = c.size
+    pa_c = rng.beta(p_a * kappa, (1 - p_a) * kappa, contexts)[c]
+    z_a = rng.random(n) < pa_c
+    ph_c = rng.dirichlet(pi_h * kappa, contexts)  # H independent of Z within the mimic pool
+    h_idx = (rng.random(n)[:, None] > np.cumsum(ph_c, axis=1)[c][:, :-1]).sum(axis=1)
+    x = np.where(z_a, mu[0], mu[1]) + tau * rng.standard_normal(contexts)[c] + sd_within * rng.standard_normal(n)
+    t = (rng.random(n) < 0.5).astype(np.float64)
+    alpha_c = 0.5 + rng.uniform(-0.2, 0.2, contexts)[c]
+    f_c = rng.beta(forcing * kappa, (1 - forcing) * kappa, contexts)[c] if 0 < forcing < 1 else np.full(n, forcing)
+    texts = _texts(rng, t, alpha_c)
+    return draws_frame(pool, c, np.tile(np.arange(samples), contexts), texts, {
+        "feat_z": np.where(z_a, "a", "b"), "feat_h": LEVELS[h_idx], "feat_x": x, "feat_t": t,
+    }, _world(rng, n, f_c, world_k))
+
+
+def draws_frame(pool: str, context: np.ndarray, sample: np.ndarray, texts, feats: dict, world) -> pl.DataFrame:
+    """A draws table in the contract schema (bookkeeping columns filled with plausible constants)."""
+    n = len(context)
+    frame = pl.DataFrame({
+        "run_id": "planted", "task": "planted", "task_version": 1, "pool": pool,
+        "context_id": np.asarray(context, dtype=np.int64), "sample_index": np.asarray(sample, dtype=np.int64),
+        "seed": np.arange(n, dtype=np.int64), "model": "planted:mimic", "n_exemplars": 5,
+        "exemplar_ids": pl.Series([[0, 1, 2, 3, 4]] * n, dtype=pl.List(pl.Int64)), "prompt_hash": "0" * 16,
+        "text": texts, "completion": texts, "finish_reason": "stop", "prompt_tokens": 200, "completion_tokens": 20,
+        "cached": False,
+    }).with_columns(pl.col("task_version").cast(pl.Int64), pl.col("n_exemplars").cast(pl.Int64),
+                    pl.col("prompt_tokens").cast(pl.Int64), pl.col("completion_tokens").cast(pl.Int64))
+    for name, values in feats.items():
+        frame = frame.with_columns(pl.Series(name, values))
+    return frame.with_columns(pl.Series("world_draws", world, dtype=pl.List(pl.Boolean)))
+
+
+def _select(condition: str, control: str, pool: str, target, rows: pl.DataFrame, raw: int) -> Selection:
+    return Selection(condition, control, pool, target, rows.with_columns(pl.lit(1.0 / max(1, rows.height)).alias("weight")), raw)
+
+
+def selections(draws: pl.DataFrame) -> list[Selection]:
+    """The selections a control plugin would make: none, prompt:a, filter:a, reward@1, reward@4."""
+    none = draws.filter(pl.col("pool") == "none")
+    prompt = draws.filter(pl.col("pool") == "prompt:a")
+    wins = lambda k: none.filter(pl.col("world_draws").list.head(k).list.all())  # noqa: E731
+    return [
+        _select("none", "none", "none", None, none, none.height),
+        _select("prompt:a", "prompt", "prompt:a", "a", prompt, prompt.height),
+        _select("filter:a", "filter", "none", "a", none.filter(pl.col("feat_z") == "a"), none.height),
+        _select("reward@1", "reward", "none", None, wins(1), none.height),
+        _select("reward@4", "reward", "none", None, wins(4), none.height),
+    ]
+
+
+def planted(rng: np.random.Generator, *, tv: float = 0.1, w1: float = 0.25, n_ref: int = 800, contexts: int = 40,
+            samples: int = 5, kappa: float = 6.0, tau: float = 0.6, p_success: float = 0.7, forcing: float = 0.2,
+            mimic_forcing: float = 0.35, n_boot: int = 200, seed: int = 0) -> Planted:
+    """One planted data set and its exact estimands (see the module docstring)."""
+    sd = float(np.hypot(1.0, tau))  # reference sd = total mimic sd, so x shifts are pure location shifts
+    ref = reference_frame(rng, n_ref, sd=sd, forcing=forcing)
+    pi_shift = PI_REF + tv * SHIFT_DIRECTION
+    mu_a = 1.0 + w1 * 2 * SQ * sd  # W1 over the reference IQR = w1
+    prompt = pool_frame(rng, "prompt:a", contexts, samples, p_a=p_success, pi_h=pi_shift, mu=(mu_a, 0.0),
+                        sd_within=1.0, tau=tau, forcing=mimic_forcing, kappa=kappa)
+    mu_none = (1.5, 0.0)
+    none = pool_frame(rng, "none", contexts, samples, p_a=0.4, pi_h=pi_shift, mu=mu_none, sd_within=1.0, tau=tau,
+                      forcing=mimic_forcing, kappa=kappa)
+    draws = pl.concat([none, prompt])
+    task = planted_task()
+    truth = {
+        ("control_success", "prompt:a", "z"): p_success,
+        ("latent_shift", "prompt:a", "h"): tv,
+        ("latent_shift", "filter:a", "h"): tv,
+        ("latent_shift", "prompt:a", "x"): w1,
+        ("lift_shift", "prompt:a", "x"): mu_a - 1.0,
+        ("lift_shift", "prompt:a", "h=h0"): float(pi_shift[0] - PI_REF[0]),
+        ("correlation_shift", "none", "x vs z=a"): _pb_corr(0.4, mu_none[0], sd) - _pb_corr(0.5, 1.0, sd),
+        ("transfer_gap", "none", "t"): 0.2,
+        ("transfer_gap", "prompt:a", "t"): 0.2,
+    }
+    for k in KS:
+        truth[("forcing_mass", "reference", f"K={k}")] = forcing_m(forcing, k)
+        truth[("forcing_mass", "none", f"K={k}")] = forcing_m(mimic_forcing, k)
+        truth[("forcing_mass", "prompt:a", f"K={k}")] = forcing_m(mimic_forcing, k)
+    inputs = EstimationInputs(task, ref, draws, selections(draws), seed=seed, n_boot=n_boot)
+    return Planted(inputs, truth)
+
+
+def _pb_corr(p: float, delta: float, sd: float) -> float:
+    """Correlation of 1[z=a] (P = p) with x = delta * 1[z=a] + noise of SD ``sd``."""
+    v = p * (1 - p)
+    return float(delta * np.sqrt(v) / np.sqrt(sd**2 + v * delta**2))
