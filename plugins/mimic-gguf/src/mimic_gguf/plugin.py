@@ -1,0 +1,81 @@
+"""The ``gguf`` backend's registration: model names, options and the factory.
+
+Model names::
+
+    gguf:default                      Gemma 3 270M base (embedded; assembled once into the user cache)
+    gguf:smollm2                      SmolLM2-135M-Instruct (chat template: the "controlled" mimic)
+    gguf:/abs/path/model.gguf         any GGUF file
+    gguf:NAME?path=/abs/model.gguf    any GGUF file under a name of your choice
+
+Options: ``n_ctx`` (default 2048), ``n_threads`` (default: every usable core), ``n_batch``
+(default 512), ``max_sequences`` (sequences decoded together, default 16), ``path``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from harness.errors import ModelSpecError
+from harness.hookspecs import hookimpl
+from harness.modelspec import ModelSpec
+
+from mimic_gguf.files import resolve_model_file
+from mimic_gguf.mimic import GGUFMimic
+from mimic_gguf.model import ContextConfig, LoadedModel
+
+DEFAULTS = {"n_ctx": 2048, "n_batch": 512, "max_sequences": 16}
+_INT_OPTIONS = {"n_ctx": (64, 1 << 20), "n_threads": (1, 1024), "n_batch": (1, 1 << 16), "max_sequences": (1, 256)}
+_KNOWN = set(_INT_OPTIONS) | {"path"}
+# Options that change speed only, never the text a seed produces: left out of the model id.
+_SPEED_ONLY = {"n_threads"}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def context_config(options: dict[str, Any]) -> ContextConfig:
+    """Validate the spec's options and turn them into a :class:`ContextConfig`."""
+    unknown = sorted(set(options) - _KNOWN)
+    if unknown:
+        raise ModelSpecError(
+            f"unknown gguf option(s): {', '.join(unknown)}",
+            f"use only {', '.join(sorted(_KNOWN))}",
+        )
+    values: dict[str, int] = {}
+    for name, (low, high) in _INT_OPTIONS.items():
+        raw = options.get(name, DEFAULTS.get(name, usable_cores() if name == "n_threads" else None))
+        if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+            raise ModelSpecError(f"gguf option {name}={raw!r} must be an integer in [{low}, {high}]", f"pass e.g. ?{name}={DEFAULTS.get(name, 2)}")
+        values[name] = raw
+    # A decode step holds one token per sequence, so a batch must fit every sequence.
+    values["n_batch"] = max(values["n_batch"], values["max_sequences"])
+    return ContextConfig(**values)
+
+
+def model_id_for(spec: ModelSpec) -> str:
+    """``gguf:<model>`` plus a short hash of the options that can change outputs (no secrets, no thread count)."""
+    kept = {k: v for k, v in spec.options.items() if k not in _SPEED_ONLY}
+    return ModelSpec(spec.backend, spec.model, kept).model_id
+
+
+def create_gguf(spec: ModelSpec, ctx=None) -> GGUFMimic:
+    """Factory for ``gguf:<name>``: resolve the file, load it, and wrap it as a mimic."""
+    config = context_config(dict(spec.options))
+    path = resolve_model_file(spec.model, spec.option("path"))
+    return GGUFMimic(model_id_for(spec), LoadedModel(path, config))
+
+
+@hookimpl
+def register_mimics(register):
+    """Register the gguf backend."""
+    register(
+        "gguf",
+        create_gguf,
+        "GGUF models in process via llama.cpp: gguf:default (embedded Gemma 3 270M base), gguf:smollm2, gguf:/path/model.gguf",
+    )
