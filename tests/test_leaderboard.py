@@ -38,7 +38,7 @@ def runs(tmp_path_factory) -> Path:
     write_run(root, model="bad", shift=0.6, seed=0)
     write_run(root, model="bad", shift=0.6, seed=1)
     write_run(root, model="mid", shift=0.3, with_draws=False)
-    write_run(root, model="elsewhere", shift=0.1, reference_seed=9)
+    write_run(root, model="elsewhere", shift=0.1, reference_seed=9, curves=False)  # no world, no context sizes: no curve rows
     return root
 
 
@@ -113,6 +113,40 @@ def test_json_validates_against_the_versioned_schema(built):
         jsonschema.validate(broken, schema)
     with pytest.raises(DataError, match="schema"):
         validate({**doc, "schema_version": 2})
+
+
+def test_document_carries_the_goodhart_and_sync_curves(built):
+    out, _, _ = built
+    doc = json.loads((out / "leaderboard.json").read_text())
+    jsonschema.validate(doc, load_schema())
+    main_section = next(s for s in doc["sections"] if s["reference_hash"] == f"{7:016x}")
+    other = next(s for s in doc["sections"] if s["reference_hash"] == f"{9:016x}")
+    goodhart, sync = main_section["charts"]["goodhart"], main_section["charts"]["sync"]
+    # one curve per model (runs of a model pooled), in ranking order, on the pool "none"
+    assert [c["model"] for c in goodhart] == [m["model"] for m in main_section["models"]]
+    good = goodhart[0]
+    assert good["pool"] == "none" and good["model_name"] == "Good | model"
+    assert [p["kl"] for p in good["points"]] == sorted(p["kl"] for p in good["points"]) and good["points"][0]["kl"] == 0.0
+    assert {p["control"] for p in good["points"]} == {"none", "tilt", "reward", "best-of-n"}
+    for p in good["points"]:
+        assert p["success"]["lower"] <= p["success"]["point"] <= p["success"]["upper"]
+        assert p["shift"]["lower"] <= p["shift"]["point"] <= p["shift"]["upper"]
+    assert good["noise_floor"] == {"point": 0.05, "lower": 0.03, "upper": 0.08} and 0 <= good["bound"] <= 2
+    assert any(p["low_ess"] for p in good["points"])
+    assert [c["model"] for c in sync] == [m["model"] for m in main_section["models"]]
+    assert [f["feature"] for f in sync[0]["features"]] == ["genre", "length", "rating"]
+    points = sync[0]["features"][0]["points"]
+    assert [p["n"] for p in points] == [1, 3, 8] and all(p["noise_floor"] > 0 and p["lower"] <= p["point"] <= p["upper"] for p in points)
+    assert other["charts"]["goodhart"] == [] and other["charts"]["sync"] == []  # no rows: no chart
+    # schema version 1 stays compatible: a document without the new keys still validates; a wrong shape does not
+    old = json.loads(json.dumps(doc))
+    for section in old["sections"]:
+        del section["charts"]["goodhart"], section["charts"]["sync"]
+    jsonschema.validate(old, load_schema())
+    broken = json.loads(json.dumps(doc))
+    broken["sections"][0]["charts"]["sync"][0]["features"][0]["points"][0]["n"] = "three"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, load_schema())
 
 
 def _md_tables(md: str) -> dict[str, list[list[str]]]:

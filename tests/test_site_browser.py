@@ -32,7 +32,7 @@ def site(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("site")
     write_run(root / "runs", model="good", shift=0.05, name="Good model")
     write_run(root / "runs", model="evil", shift=0.4, name=EVIL_NAME, outputs=PAYLOADS)
-    write_run(root / "runs", model="other", shift=0.2, reference_seed=9)
+    write_run(root / "runs", model="other", shift=0.2, reference_seed=9, curves=False)
     out = root / "out"
     SiteWriter().write(load_runs([root / "runs"]), out)
     return out
@@ -122,6 +122,34 @@ def test_charts_render_as_svg_with_a_size(site, browser):
         assert box and box["width"] > 100 and box["height"] > 50
     assert page.locator("svg.chart rect").count() > 50 and page.locator("svg.chart circle").count() > 5
     assert not watch.errors
+
+
+def test_goodhart_and_sync_charts_render_as_svg_with_a_size(site, browser):
+    page, watch = _open(browser, _task_page(site))
+    for heading, count in (("Goodhart curve", 2), ("Synchronisation curve", 2)):  # success + shift panels; one chart per model
+        card = page.locator("section.card", has=page.locator("h2", has_text=heading))
+        assert card.count() == 1
+        assert card.locator("p.hint").count() == 1
+        charts = card.locator("svg.chart")
+        assert charts.count() == count, heading
+        for i in range(count):
+            box = charts.nth(i).bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 50
+            assert charts.nth(i).locator("polyline").count() >= 1 and charts.nth(i).locator("title").count() > 3
+    inert = ("[...document.querySelectorAll('section.goodhart *, section.sync *')]"
+             ".filter(e => [...e.attributes].some(a => /^on/i.test(a.name) || a.name === 'style' || /href$/i.test(a.name))).length")
+    assert page.evaluate(inert) == 0  # no handlers, no inline styles (CSP), no links out of the inline SVG
+    sync = page.locator("section.sync svg.chart").first
+    assert sync.locator("polyline").count() == 3  # one line per feature
+    html = _task_page(site).read_text()
+    curves_html = html[html.index("<h2>Goodhart curve</h2>"):html.index("<h2>Every estimate</h2>")]
+    assert "style=" not in curves_html and "<script" not in curves_html and "href=" not in curves_html
+    assert not watch.errors
+    page.close()
+    # a section whose runs wrote no curve rows shows neither chart
+    (plain,) = [p for p in _pages(site) if p.name.startswith("task-") and f"{9:016x}" in p.name]
+    text = plain.read_text()
+    assert "Goodhart curve" not in text and "Synchronisation curve" not in text
 
 
 def test_script_payloads_in_outputs_and_names_render_as_inert_text(site, browser):

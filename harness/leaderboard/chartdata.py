@@ -6,6 +6,7 @@ forcing-set curve, the bound and the transfer gap come from the estimates table.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -129,3 +130,95 @@ def transfer_points(estimates: pl.DataFrame) -> list[dict[str, Any]]:
     rows = estimates.filter(pl.col("estimator").map_elements(lambda e: norm_name(e) in TRANSFER_ESTIMATORS, return_dtype=pl.Boolean))
     return [{"model": r["model"], "model_name": r["model_name"], "condition": r["condition"], "feature": r["feature"],
              "gap": {"point": r["point"], "lower": r["lower"], "upper": r["upper"]}} for r in rows.iter_rows(named=True)]
+
+
+def _num(value: Any) -> float | None:
+    """A finite number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _interval(row: Mapping[str, Any] | None) -> dict[str, float | None] | None:
+    if row is None or _num(row["point"]) is None:
+        return None
+    return {"point": _num(row["point"]), "lower": _num(row["lower"]), "upper": _num(row["upper"])}
+
+
+def _goodhart_control(condition: str) -> str:
+    base = condition.split("/", 1)[0]
+    for prefix, control in (("tilt@", "tilt"), ("reward@", "reward"), ("best-of-", "best-of-n")):
+        if base.startswith(prefix):
+            return control
+    return "none"
+
+
+def _goodhart_pool(condition: str) -> str:
+    if "/" in condition:
+        return condition.split("/", 1)[1]
+    return "none" if _goodhart_control(condition) != "none" else condition
+
+
+def goodhart_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Goodhart curve per (model, pool) from the ``goodhart_curve`` rows: control success (``_success``)
+    and mean latent shift (``_shift``) against the KL from the pool (``_kl`` point, else note ``kl``),
+    with the reference noise floor (``_shift`` note ``noise_floor``) and the predicted bound (note ``bound``)."""
+    cells: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    model_names: dict[str, str] = {}
+    for row in pooled.iter_rows(named=True):
+        if norm_name(row["estimator"]) != "goodhart_curve" or row["feature"] not in ("_kl", "_success", "_shift"):
+            continue
+        cells.setdefault((row["model"], row["condition"]), {})[row["feature"]] = row
+        model_names[row["model"]] = row["model_name"]
+    curves: dict[tuple[str, str], dict[str, Any]] = {}
+    for (model, condition), rows in cells.items():
+        notes = {f: parse_note(r["note"]) for f, r in rows.items()}
+        kl = _num(rows["_kl"]["point"]) if "_kl" in rows else None
+        if kl is None:
+            kl = next((_num(n.get("kl")) for n in notes.values() if _num(n.get("kl")) is not None), None)
+        success, shift = _interval(rows.get("_success")), _interval(rows.get("_shift"))
+        if kl is None or (success is None and shift is None):
+            continue
+        pool = _goodhart_pool(condition)
+        curve = curves.setdefault((model, pool), {"model": model, "model_name": names.get(model, model_names[model]), "pool": pool,
+                                                   "points": [], "noise_floor": None, "bound": None})
+        curve["points"].append({"condition": condition, "control": _goodhart_control(condition), "kl": kl, "success": success,
+                                "shift": shift, "low_ess": any(bool(n.get("low_ess")) for n in notes.values())})
+        floor = notes.get("_shift", {})
+        if curve["noise_floor"] is None and _num(floor.get("noise_floor")) is not None:
+            curve["noise_floor"] = {"point": _num(floor["noise_floor"]), "lower": _num(floor.get("noise_floor_lower")),
+                                    "upper": _num(floor.get("noise_floor_upper"))}
+        if curve["bound"] is None:
+            curve["bound"] = next((_num(n.get("bound")) for n in notes.values() if _num(n.get("bound")) is not None), None)
+    rank = {m: i for i, m in enumerate(names)}
+    out = []
+    for (model, pool), curve in sorted(curves.items(), key=lambda kv: (kv[0][1] != "none", kv[0][1], rank.get(kv[0][0], len(rank)), kv[0][0])):
+        curve["points"].sort(key=lambda p: (p["kl"], p["condition"]))
+        out.append(curve)
+    return out
+
+
+def sync_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Synchronisation curve per model from the ``sync_marginal`` rows: distance to the reference against
+    the number of exemplars n (condition ``sync@<n>``, note ``n_exemplars``), one series per feature,
+    each point with its noise floor (note ``noise_floor``)."""
+    per_model: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    model_names: dict[str, str] = {}
+    for row in pooled.iter_rows(named=True):
+        if norm_name(row["estimator"]) != "sync_marginal" or row["feature"] is None:
+            continue
+        note = parse_note(row["note"])
+        match = re.fullmatch(r"sync@(\d+)", str(row["condition"]))
+        n = note.get("n_exemplars")
+        n = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) else int(match.group(1)) if match else None
+        value = _interval(row)
+        if n is None or value is None:
+            continue
+        per_model.setdefault(row["model"], {}).setdefault(str(row["feature"]), []).append({"n": n, **value, "noise_floor": _num(note.get("noise_floor"))})
+        model_names[row["model"]] = row["model_name"]
+    rank = {m: i for i, m in enumerate(names)}
+    out = []
+    for model in sorted(per_model, key=lambda m: (rank.get(m, len(rank)), m)):
+        features = [{"feature": f, "points": sorted(points, key=lambda p: p["n"])} for f, points in per_model[model].items()]
+        out.append({"model": model, "model_name": names.get(model, model_names[model]), "features": features})
+    return out

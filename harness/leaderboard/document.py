@@ -143,6 +143,8 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, 
             "forcing": chartdata.forcing_curves(pooled, names),
             "bound": chartdata.bound_points(pooled),
             "transfer": chartdata.transfer_points(pooled),
+            "goodhart": chartdata.goodhart_curves(pooled, names),
+            "sync": chartdata.sync_curves(pooled, names),
         },
         "runs": [m["run_id"] for m in runs],
     }

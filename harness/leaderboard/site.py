@@ -71,6 +71,8 @@ def _section_view(section: dict[str, Any], doc: dict[str, Any], colours: dict[st
     forcing = [c for c in section["charts"]["forcing"] if (c["model"] is None or keep(c["model"])) and main(c["condition"])]
     bound = [p for p in section["charts"]["bound"] if keep(p["model"])]
     transfer = [t for t in section["charts"]["transfer"] if keep(t["model"]) and main(t["condition"])]
+    goodhart = [c for c in section["charts"].get("goodhart", []) if keep(c["model"])]
+    sync = [c for c in section["charts"].get("sync", []) if keep(c["model"])]
     models = [m for m in section["models"] if keep(m["model"])]
     runs = [r for r in doc["runs"] if r["run_id"] in section["runs"] and keep(r["model"])]
     header, prov = provenance_rows(runs)
@@ -83,6 +85,8 @@ def _section_view(section: dict[str, Any], doc: dict[str, Any], colours: dict[st
         "transfer_svg": svg.forest_chart([{"name": f"{label.get(t['model'], t['model_name']) if not only else t['condition']} · {t['feature']}",
                                            "model": t["model"], "value": t["gap"]} for t in transfer],
                                          "transfer gap TSTS - TRTS with 95% interval", zero_line=True, colours=colours) if transfer else None,
+        "goodhart_svgs": svg.goodhart_charts(goodhart, colours) if goodhart else [],
+        "sync_svgs": svg.sync_charts(sync) if sync else [],
         "estimates": _estimate_groups([e for e in section["estimates"] if keep(e["model"])], label),
         "provenance": (header, prov),
         "page": f"{section['id']}.html",

@@ -212,3 +212,149 @@ def forest_chart(rows: list[dict[str, Any]], label: str, lo: float | None = None
     for v in (lo, (lo + hi) / 2, hi):
         svg.text(_scale(v, lo, hi, left, right), base + 10, fmt_number(v, 2), anchor="middle")
     return svg.render()
+
+
+def _marker(svg: Svg, shape: str, x: float, y: float, col: str, tip: str, hollow: bool = False) -> None:
+    fill = "none" if hollow else escape(col)
+    paint = f'fill="{fill}" stroke="{escape(col)}" stroke-width="1.5"'
+    if shape == "square":
+        head = f'<rect x="{x - 3.5:.1f}" y="{y - 3.5:.1f}" width="7" height="7" {paint}>'
+        tail = "</rect>"
+    elif shape == "triangle":
+        head = f'<polygon points="{x:.1f},{y - 4.5:.1f} {x - 4.5:.1f},{y + 3.5:.1f} {x + 4.5:.1f},{y + 3.5:.1f}" {paint}>'
+        tail = "</polygon>"
+    else:
+        head = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" {paint}>'
+        tail = "</circle>"
+    svg.parts.append(f"{head}<title>{escape(tip)}</title>{tail}")
+
+
+def xy_chart(series: list[dict[str, Any]], *, label: str, title: str, caption: str, x_ticks: list[tuple[float, str]],
+             x_range: tuple[float, float], bands: list[dict[str, Any]] = (), hlines: list[dict[str, Any]] = (),
+             y_floor: float = 0.0, y_cap: float | None = None, width: int = 620) -> Markup:
+    """Lines (with interval bands) and single points (with whiskers) on a linear y axis.
+
+    ``series``: {name, colour, points: [{x, point, lower, upper, tip, shape, hollow}], line (bool: join
+    the points that have ``line`` set and shade their interval)}. ``bands``: {lower, upper, colour, name}
+    horizontal bands, or {xs, uppers, colour, name} areas from 0; ``hlines``: {y, colour, name} dashed lines."""
+    svg = Svg(width, 0, label)
+    svg.text(10, 16, title, size=13, cls="svg-title")
+    legend = [(s["name"], s["colour"]) for s in series] + [(b["name"], b["colour"]) for b in list(bands) + list(hlines) if b.get("name")]
+    top = _legend(svg, list(dict.fromkeys(legend)), 52, 36, width - 10) + 8
+    left, right, bottom = 52, width - 20, top + 180
+    svg.height = bottom + 44
+    ends = [v for s in series for p in s["points"] for v in (p["point"], p["lower"], p["upper"]) if v is not None]
+    ends += [v for b in bands for v in ([b.get("upper")] if "upper" in b else b["uppers"]) if v is not None]
+    hi = max(ends + [1e-3])
+    shown = [h for h in hlines if h["y"] is not None and h["y"] <= max(hi * 1.25, 0.05)]
+    hi = max([hi] + [h["y"] for h in shown]) * 1.05
+    if y_cap is not None:
+        hi = min(hi, y_cap)
+    lo = y_floor
+    _y_axis(svg, left, top, bottom, right, lo, hi)
+    x0, x1 = x_range
+    sx = lambda v: _scale(v, x0, x1, left + 12, right - 10)  # noqa: E731
+    sy = lambda v: _scale(min(max(v, lo), hi), lo, hi, bottom, top)  # noqa: E731
+    for x, text in x_ticks:
+        svg.text(sx(x), bottom + 14, text, anchor="middle")
+    for b in bands:
+        if "xs" in b:
+            pts = [(sx(x), sy(u)) for x, u in zip(b["xs"], b["uppers"]) if u is not None]
+            if len(pts) >= 2:
+                outline = pts + [(pts[-1][0], sy(lo)), (pts[0][0], sy(lo))]
+                svg.add("polygon", points=" ".join(f"{x:.1f},{y:.1f}" for x, y in outline), fill=b["colour"], fill_opacity=0.15, stroke="none")
+        elif b.get("lower") is not None and b.get("upper") is not None:
+            y1, y2 = sy(b["upper"]), sy(b["lower"])
+            svg.add("rect", x=left, y=y1, width=right - left, height=max(y2 - y1, 1.0), fill=b["colour"], fill_opacity=0.2)
+    for h in shown:
+        svg.add("line", x1=left, x2=right, y1=sy(h["y"]), y2=sy(h["y"]), stroke=h["colour"], stroke_width=1.2, stroke_dasharray="5 4")
+    for n, h in enumerate(h for h in hlines if h["y"] is not None and h not in shown):
+        svg.text(right, top + 12 + 13 * n, f"{h['name']} = {fmt_number(h['y'], 2)}, above the axis", anchor="end", size=10, fill=h["colour"])
+    for s in series:
+        line = [p for p in s["points"] if s.get("line") and p.get("line", True)]
+        band = [p for p in line if p["lower"] is not None and p["upper"] is not None]
+        if len(band) >= 2:
+            outline = [(sx(p["x"]), sy(p["upper"])) for p in band] + [(sx(p["x"]), sy(p["lower"])) for p in reversed(band)]
+            svg.add("polygon", points=" ".join(f"{x:.1f},{y:.1f}" for x, y in outline), fill=s["colour"], fill_opacity=0.18, stroke="none")
+        if len(line) >= 2:
+            svg.add("polyline", points=" ".join(f"{sx(p['x']):.1f},{sy(p['point']):.1f}" for p in line), fill="none", stroke=s["colour"], stroke_width=2)
+        for p in s["points"]:
+            x = sx(p["x"])
+            if p["lower"] is not None and p["upper"] is not None and not (len(band) >= 2 and p in band):
+                svg.add("line", x1=x, x2=x, y1=sy(p["lower"]), y2=sy(p["upper"]), stroke=s["colour"], stroke_width=1.5)
+            _marker(svg, p.get("shape", "circle"), x, sy(p["point"]), s["colour"], p["tip"], p.get("hollow", False))
+    svg.add("line", x1=left, y1=bottom, x2=right, y2=bottom, class_="axis")
+    svg.text(left, bottom + 32, caption, cls="svg-caption")
+    return svg.render()
+
+
+def _ticks(values: list[float], fmt=lambda v: fmt_number(v, 2), count: int = 5) -> list[tuple[float, str]]:
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        return [(lo, fmt(lo))]
+    return [(lo + (hi - lo) * i / (count - 1), fmt(lo + (hi - lo) * i / (count - 1))) for i in range(count)]
+
+
+GOODHART_SHAPES = {"reward": "square", "best-of-n": "triangle"}
+
+
+def goodhart_charts(curves: list[dict[str, Any]], colours: dict[str, str] | None = None, width: int = 620) -> list[Markup]:
+    """Two panels per pool (control success, mean latent shift) against the KL from the pool in nats:
+    one curve per model (the tilt sweep as a line with its 95% band, reward@K squares, best-of-n
+    triangles, low-ESS points hollow), the noise floor as a grey band, each model's bound as a dashed line."""
+    out = []
+    models = list(dict.fromkeys(c["model"] for c in curves))
+    for pool in dict.fromkeys(c["pool"] for c in curves):
+        group = [c for c in curves if c["pool"] == pool]
+        kls = [p["kl"] for c in group for p in c["points"]]
+        x_range = (min(kls + [0.0]), max(kls + [1e-3]))
+        ticks = _ticks(list(x_range))
+        for key, what, cap in (("success", "control success E_Q[r]", 1.0), ("shift", "mean latent shift", None)):
+            series, bands, hlines = [], [], []
+            for c in group:
+                col = _pick(c["model"], colours, models.index(c["model"]))
+                pts = [{"x": p["kl"], **p[key], "line": p["control"] in ("none", "tilt"), "shape": GOODHART_SHAPES.get(p["control"], "circle"),
+                        "hollow": p["low_ess"], "tip": f"{c['model_name']} · {p['condition']} · KL {fmt_number(p['kl'], 3)} nats: "
+                                                      f"{fmt_interval(p[key]['point'], p[key]['lower'], p[key]['upper'])}"
+                                                      + (" (low ESS)" if p["low_ess"] else "")}
+                       for p in c["points"] if p[key] is not None]
+                if pts:
+                    series.append({"name": c["model_name"], "colour": col, "points": pts, "line": True})
+                if key == "shift" and c["noise_floor"] and c["noise_floor"]["lower"] is not None and c["noise_floor"]["upper"] is not None and not bands:
+                    bands.append({**c["noise_floor"], "colour": REFERENCE_COLOUR, "name": "reference noise floor"})
+                if key == "shift" and c["bound"] is not None:
+                    hlines.append({"y": c["bound"], "colour": col, "name": f"bound 2(1-m_K) · {c['model_name']}"})
+            if not series:
+                continue
+            out.append(xy_chart(series, label=f"Goodhart curve, pool {pool}: {what} against KL from the pool", title=f"{what} · pool {pool}",
+                                caption="x: KL from the pool (nats) · line: tilt sweep with 95% band · ■ reward@K · ▲ best-of-n",
+                                x_ticks=ticks, x_range=x_range, bands=bands, hlines=hlines, y_cap=cap, width=width))
+    return out
+
+
+def sync_charts(curves: list[dict[str, Any]], width: int = 620) -> list[Markup]:
+    """One chart per model: distance to the reference against the number of exemplars n (log scale),
+    one line per feature with its 95% band, each feature's noise floor as a shaded area."""
+    out = []
+    for c in curves:
+        ns = sorted({p["n"] for f in c["features"] for p in f["points"]})
+        if not ns:
+            continue
+        pos = (lambda n: math.log2(n)) if ns[0] >= 1 else (lambda n: math.log2(n + 1))
+        series, bands = [], []
+        for i, f in enumerate(c["features"]):
+            col = colour(i)
+            series.append({"name": f["feature"], "colour": col, "line": True, "points": [
+                {"x": pos(p["n"]), "point": p["point"], "lower": p["lower"], "upper": p["upper"],
+                 "tip": f"{c['model_name']} · {f['feature']} · n={p['n']}: {fmt_interval(p['point'], p['lower'], p['upper'])}"
+                        + (f" (noise floor {fmt_number(p['noise_floor'], 3)})" if p["noise_floor"] is not None else "")}
+                for p in f["points"]]})
+            floor = [p for p in f["points"] if p["noise_floor"] is not None]
+            if floor:
+                bands.append({"xs": [pos(p["n"]) for p in floor], "uppers": [p["noise_floor"] for p in floor], "colour": REFERENCE_COLOUR,
+                              "name": "noise floor" if not bands else None})
+        x_range = (pos(ns[0]), pos(ns[-1]) if len(ns) > 1 else pos(ns[0]) + 1)
+        out.append(xy_chart(series, label=f"synchronisation curve of {c['model_name']}: distance to the reference against the number of exemplars",
+                            title=f"{c['model_name']} · distance vs exemplars", caption="x: number of exemplars n (log scale) · grey: each feature's noise floor",
+                            x_ticks=[(pos(n), f"n={n}") for n in ns], x_range=x_range, bands=bands, width=width))
+    return out
