@@ -6,10 +6,32 @@ the run's). The statistics live in :mod:`harness.stats`; THEORY.md says what eac
 
 from __future__ import annotations
 
+import importlib
+
 from harness.hookspecs import hookimpl
-from harness.stats.est_rates import ControlSuccess, ForcingMass
-from harness.stats.est_shift import CorrelationShift, LatentShift, LiftShift
-from harness.stats.est_text import Detection, TransferGap
+
+
+def _lazy(module: str, name: str):
+    """A constructor that imports its module on first use.
+
+    scipy and scikit-learn cost seconds to import; every ``mimic`` command loads this plugin, and
+    only runs that estimate need them.
+    """
+
+    def construct(options):
+        return getattr(importlib.import_module(module), name)(options)
+
+    construct.__name__ = name
+    return construct
+
+
+ControlSuccess = _lazy("harness.stats.est_rates", "ControlSuccess")
+ForcingMass = _lazy("harness.stats.est_rates", "ForcingMass")
+CorrelationShift = _lazy("harness.stats.est_shift", "CorrelationShift")
+LatentShift = _lazy("harness.stats.est_shift", "LatentShift")
+LiftShift = _lazy("harness.stats.est_shift", "LiftShift")
+Detection = _lazy("harness.stats.est_text", "Detection")
+TransferGap = _lazy("harness.stats.est_text", "TransferGap")
 
 ESTIMATORS = {
     "control_success": (ControlSuccess, "P_Q(Z'=z) per targeted condition; Wilson, design-effect adjusted for S > 1"),

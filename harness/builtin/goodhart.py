@@ -10,12 +10,13 @@ Options: ``n_boot`` (overrides the run's), ``budget`` (KL budget of the score, n
 from __future__ import annotations
 
 from harness.errors import TaskError
-from harness.goodhart import GoodhartCurve
 from harness.hookspecs import hookimpl
 
 
-def create_goodhart_curve(options, ctx=None) -> GoodhartCurve:
+def create_goodhart_curve(options, ctx=None):
     """Factory for ``goodhart_curve`` (options ``n_boot``, ``budget``, ``distance_interval``)."""
+    from harness.goodhart import GoodhartCurve  # scipy: imported when a run estimates, not at plugin load
+
     try:
         return GoodhartCurve(options)
     except (TypeError, ValueError) as exc:

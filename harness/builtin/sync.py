@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from harness.hookspecs import hookimpl
 from harness.protocols import Estimate, EstimationInputs
-from harness.sync import sync_estimates
 
 
 class SyncCurve:
@@ -35,6 +34,8 @@ class SyncCurve:
 
     def estimate(self, inputs: EstimationInputs) -> list[Estimate]:
         """Sync rows for the task's ``context_sizes`` (none when the task plans no curve)."""
+        from harness.sync import sync_estimates  # scipy: imported when a run estimates, not at plugin load
+
         return sync_estimates(inputs, self.n_boot, self.features, self.band_level)
 
 
