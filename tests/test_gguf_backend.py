@@ -21,6 +21,7 @@ from harness.plugins import build_registries
 from harness.seeding import derive_seed
 
 # Not importorskip: without `pip install -e plugins/mimic-gguf` this file must fail, not skip.
+from mimic_gguf import batched
 from mimic_gguf.files import embedded_gemma, resolve_model_file
 from mimic_gguf.plugin import create_gguf, model_id_for
 from mimic_gguf.text import SpecialStripper, find_stop
@@ -229,6 +230,22 @@ def test_no_special_token_text_in_outputs(gemma):
     assert {"<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>", "<unused0>"} <= specials
     for c in out:
         assert not [s for s in specials if s in c.text], c.text
+
+
+def test_control_tokens_never_reach_the_text(gemma, monkeypatch):
+    # Force the draws: raw control tokens, then text tokens that spell one out, then <eos>.
+    model = gemma.model
+    hello = model.tokenize(" Hello", add_bos=False)
+    literal = model.tokenize("<start_of_turn>x", add_bos=False)
+    assert not any(model.token_text(t) in model.special_strings for t in literal)  # plain text tokens
+    pad, bos, start_of_turn, unused, eos = (model.tokenize(s, add_bos=False, parse_special=True)[0]
+                                            for s in ("<pad>", "<bos>", "<start_of_turn>", "<unused3>", "<eos>"))
+    script = iter([pad, start_of_turn, *hello, unused, *literal, bos, eos])
+    n_script = 5 + len(hello) + len(literal)
+    monkeypatch.setattr(batched.C, "llama_sampler_sample", lambda sampler, ctx, index: next(script))
+    out = run(gemma.generate([req(max_tokens=n_script + 5)]))[0]
+    assert out.text == " Hellox"
+    assert out.finish_reason == "stop" and out.completion_tokens == n_script
 
 
 def test_special_stripper_and_stop_search():

@@ -66,7 +66,7 @@ def make_sampler(req: GenerationRequest):
     return chain
 
 
-@dataclass
+@dataclass(eq=False)
 class _Sequence:
     """The state of one request being sampled."""
 
@@ -171,10 +171,10 @@ class BatchedSampler:
                     admitted = self._admit(chunk, requests, [free_slots.pop() for _ in chunk.members])
                     for seq in admitted:
                         owners[seq.index] = owner
-                        live.append(seq)
-                    for seq in [s for s in admitted if s.finish]:  # ended on their first token
-                        live.remove(seq)
-                        retire(seq)
+                    live += [seq for seq in admitted if not seq.finish]
+                    for seq in admitted:
+                        if seq.finish:  # ended on its first token
+                            retire(seq)
                 if not live:
                     continue
                 model.decode([(seq.tokens[-1], seq.pos, seq.slot, True) for seq in live])

@@ -6,7 +6,6 @@ into the user cache (``$XDG_CACHE_HOME/mimic-harness/models/``) and reuses that 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -123,7 +122,3 @@ def resolve_model_file(name: str, path_option: str | None = None) -> Path:
         "use gguf:default, gguf:smollm2, gguf:/abs/path/model.gguf or gguf:NAME?path=/abs/path/model.gguf",
     )
 
-
-def file_fingerprint(path: Path) -> str:
-    """A short, cheap identity of a model file (name and size), for ids that must not leak paths."""
-    return hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:8]
