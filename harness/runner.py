@@ -339,8 +339,9 @@ class _RetryingMimic:
 def effective_concurrency(mimic: Mimic, requested: int) -> int:
     """Calls in flight: the user's ``--concurrency``, capped by the backend's ``max_concurrency``.
 
-    An in-process backend that runs one batch at a time (gguf) declares ``max_concurrency = 1``;
-    queueing more calls behind its lock would only let their per-request timeouts expire.
+    An in-process backend that decodes one batch at a time declares a small cap (gguf: enough calls
+    to fill its sequence slots); queueing more calls behind its lock would only let their
+    per-request timeouts expire.
     """
     cap = getattr(mimic, "max_concurrency", None)
     return max(1, min(requested, cap)) if isinstance(cap, int) and cap > 0 else requested
