@@ -126,6 +126,7 @@ class Detection:
             auc, draws = auc_with_draws(rng, scores, is_mimic, Clusters.build(None, None, ref.height), mim_cl,
                                         int(self.n_boot or inputs.n_boot))
             lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.n_clusters))
+            lower, upper = max(0.0, lower), min(1.0, upper)  # the few-cluster stretch must not leave AUC's range
             sim = lambda a: 1 - (2 * max(0.5, a) - 1)  # noqa: E731 - the essay's similarity
             out.append(row(self.name, sel.condition, "text", auc, lower, upper, mim.height, "cluster-bootstrap-percentile",
                            similarity=sim(auc), similarity_lower=sim(upper), similarity_upper=sim(lower),
