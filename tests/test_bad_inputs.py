@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.helpers import books_task_yaml
 
 CASES_DIR = Path(__file__).parent / "bad_inputs"
 CASES = sorted(CASES_DIR.glob("*.yaml"))
@@ -35,25 +36,7 @@ DEFAULT_PLUGINS = "builtin-features,builtin-sources,builtin-controls,builtin-scr
 CASE_TIMEOUT = 60
 CASE_FIELDS = {"argv", "files", "replace", "remove", "env", "plugins", "exit", "error", "debug"}
 
-TASK = """\
-name: hard-books
-version: 1
-reference: {type: jsonl, path: ref.jsonl}
-render:
-  exemplar: "Rating: {{ rating }}\\nReview: {{ review }}"
-  separator: "\\n###\\n"
-  open_prefix: "Rating:"
-  prompt_prefix: "Rating: {{ value }}\\n"
-  stop: ["###"]
-features:
-  rating: {type: header_field, field: Rating, numeric: true}
-  length: {type: length_words}
-proxy: {feature: rating, values: [5]}
-latents: [length]
-controls: [none, prompt, filter]
-plan: {contexts: 2, samples_per_context: 3, exemplars: 2, seed: 0}
-generation: {max_tokens: 12}
-"""
+TASK = books_task_yaml("hard-books", 2, 3)
 
 GOLDEN_MODELS = """\
 models:

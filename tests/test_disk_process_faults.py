@@ -30,28 +30,11 @@ import polars as pl
 import pytest
 
 from harness.store import KEY_COLUMNS, load_draws, scan_log
+from tests.helpers import books_task_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = "builtin-features,builtin-sources,builtin-controls,builtin-scripted,openai"
-TASK = """\
-name: disk-books
-version: 1
-reference: {type: jsonl, path: ref.jsonl}
-render:
-  exemplar: "Rating: {{ rating }}\\nReview: {{ review }}"
-  separator: "\\n###\\n"
-  open_prefix: "Rating:"
-  prompt_prefix: "Rating: {{ value }}\\n"
-  stop: ["###"]
-features:
-  rating: {type: header_field, field: Rating, numeric: true}
-  length: {type: length_words}
-proxy: {feature: rating, values: [5]}
-latents: [length]
-controls: [none, prompt, filter]
-plan: {contexts: 4, samples_per_context: 4, exemplars: 2, seed: 0}
-generation: {max_tokens: 12}
-"""
+TASK = books_task_yaml("disk-books", 4, 4)
 PLANNED = 2 * 4 * 4
 MODELS = """\
 models:

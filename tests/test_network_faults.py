@@ -23,29 +23,12 @@ from harness.run_config import RunConfig
 from harness.runner import run
 from harness.store import KEY_COLUMNS, load_draws, scan_log
 from harness.testing.fake_server import FakeOpenAIServer
+from tests.helpers import books_task_yaml
 
 pytest.importorskip("mimic_openai", reason="install plugins/mimic-openai")
 
 PLUGINS = "builtin-features,builtin-sources,builtin-controls,openai"
-TASK = """\
-name: net-books
-version: 1
-reference: {type: jsonl, path: ref.jsonl}
-render:
-  exemplar: "Rating: {{ rating }}\\nReview: {{ review }}"
-  separator: "\\n###\\n"
-  open_prefix: "Rating:"
-  prompt_prefix: "Rating: {{ value }}\\n"
-  stop: ["###"]
-features:
-  rating: {type: header_field, field: Rating, numeric: true}
-  length: {type: length_words}
-proxy: {feature: rating, values: [5]}
-latents: [length]
-controls: [none, prompt, filter]
-plan: {contexts: 4, samples_per_context: 4, exemplars: 2, seed: 0}
-generation: {max_tokens: 12}
-"""
+TASK = books_task_yaml("net-books", 4, 4)
 PLANNED = 2 * 4 * 4
 
 

@@ -21,27 +21,10 @@ import pytest
 
 from harness.store import RunStore, load_draws, scan_log
 from harness.testing.fake_server import FakeOpenAIServer
+from tests.helpers import books_task_yaml
 
 PLUGINS = "builtin-features,builtin-sources,builtin-controls,openai"
-TASK = """\
-name: kill-books
-version: 1
-reference: {type: jsonl, path: ref.jsonl}
-render:
-  exemplar: "Rating: {{ rating }}\\nReview: {{ review }}"
-  separator: "\\n###\\n"
-  open_prefix: "Rating:"
-  prompt_prefix: "Rating: {{ value }}\\n"
-  stop: ["###"]
-features:
-  rating: {type: header_field, field: Rating, numeric: true}
-  length: {type: length_words}
-proxy: {feature: rating, values: [5]}
-latents: [length]
-controls: [none, prompt, filter]
-plan: {contexts: 6, samples_per_context: 6, exemplars: 2, seed: 0}
-generation: {max_tokens: 12}
-"""
+TASK = books_task_yaml("kill-books", 6, 6)
 PLANNED = 2 * 6 * 6
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from harness.cli import main
 from harness.testing.fake_server import FakeOpenAIServer
+from tests.helpers import books_task_yaml
 
 pytest.importorskip("mimic_openai", reason="install plugins/mimic-openai")
 
@@ -24,25 +25,7 @@ ENV_KEY = "sk-LEAKCHECK-env-7f3a9c1d2e4b"
 CONFIG_KEY = "sk-LEAKCHECK-cfg-5b8e0a4f61c2"
 MARKER = "LEAKCHECK"
 PLUGINS = "builtin-features,builtin-sources,builtin-controls,builtin-estimators,builtin-leaderboard,openai"
-TASK = """\
-name: secret-books
-version: 1
-reference: {type: jsonl, path: ref.jsonl}
-render:
-  exemplar: "Rating: {{ rating }}\\nReview: {{ review }}"
-  separator: "\\n###\\n"
-  open_prefix: "Rating:"
-  prompt_prefix: "Rating: {{ value }}\\n"
-  stop: ["###"]
-features:
-  rating: {type: header_field, field: Rating, numeric: true}
-  length: {type: length_words}
-proxy: {feature: rating, values: [5]}
-latents: [length]
-controls: [none, prompt, filter]
-plan: {contexts: 3, samples_per_context: 3, exemplars: 2, seed: 0}
-generation: {max_tokens: 10}
-"""
+TASK = books_task_yaml("secret-books", 3, 3, max_tokens=10)
 INPUTS = {"task.yaml", "ref.jsonl", "models.yaml"}  # files the user wrote (the config holds a key by design)
 
 
