@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.helpers import books_task_yaml
+from tests.helpers import books_reference_jsonl, books_task_yaml
 
 CASES_DIR = Path(__file__).parent / "bad_inputs"
 CASES = sorted(CASES_DIR.glob("*.yaml"))
@@ -50,17 +49,8 @@ models:
 """
 
 
-def reference_rows() -> str:
-    rng = random.Random(0)
-    lines = []
-    for _ in range(30):
-        words = " ".join(rng.choice(["good", "bad", "slow", "warm", "dull"]) for _ in range(rng.randint(3, 8)))
-        lines.append(json.dumps({"rating": rng.randint(1, 5), "review": words}))
-    return "\n".join(lines) + "\n"
-
-
 def default_files() -> dict[str, str]:
-    return {"task.yaml": TASK, "ref.jsonl": reference_rows()}
+    return {"task.yaml": TASK, "ref.jsonl": books_reference_jsonl()}
 
 
 PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / f"mimic-bad-inputs-pycache-{os.getuid()}"

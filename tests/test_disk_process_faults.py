@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -30,7 +29,7 @@ import polars as pl
 import pytest
 
 from harness.store import KEY_COLUMNS, load_draws, scan_log
-from tests.helpers import books_task_yaml
+from tests.helpers import books_reference_jsonl, books_task_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = "builtin-features,builtin-sources,builtin-controls,builtin-scripted,openai"
@@ -74,11 +73,7 @@ def register_estimators(register):
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    rng = random.Random(0)
-    with open(tmp_path / "ref.jsonl", "w") as fh:
-        for _ in range(30):
-            words = " ".join(rng.choice(["good", "bad", "slow", "warm", "dull"]) for _ in range(rng.randint(3, 8)))
-            fh.write(json.dumps({"rating": rng.randint(1, 5), "review": words}) + "\n")
+    (tmp_path / "ref.jsonl").write_text(books_reference_jsonl())
     (tmp_path / "task.yaml").write_text(TASK)
     (tmp_path / "models.yaml").write_text(MODELS)
     site = tmp_path / "_plugins"

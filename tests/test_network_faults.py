@@ -23,7 +23,7 @@ from harness.run_config import RunConfig
 from harness.runner import run
 from harness.store import KEY_COLUMNS, load_draws, scan_log
 from harness.testing.fake_server import FakeOpenAIServer
-from tests.helpers import books_task_yaml
+from tests.helpers import books_reference_jsonl, books_task_yaml
 
 pytest.importorskip("mimic_openai", reason="install plugins/mimic-openai")
 
@@ -33,11 +33,7 @@ PLANNED = 2 * 4 * 4
 
 
 def write_workdir(path: Path, task: str = TASK) -> Path:
-    rng = random.Random(0)
-    with open(path / "ref.jsonl", "w") as fh:
-        for _ in range(30):
-            words = " ".join(rng.choice(["good", "bad", "slow", "warm", "dull"]) for _ in range(rng.randint(3, 8)))
-            fh.write(json.dumps({"rating": rng.randint(1, 5), "review": words}) + "\n")
+    (path / "ref.jsonl").write_text(books_reference_jsonl())
     (path / "task.yaml").write_text(task)
     return path / "task.yaml"
 

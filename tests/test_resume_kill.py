@@ -21,7 +21,7 @@ import pytest
 
 from harness.store import RunStore, load_draws, scan_log
 from harness.testing.fake_server import FakeOpenAIServer
-from tests.helpers import books_task_yaml
+from tests.helpers import books_reference_jsonl, books_task_yaml
 
 PLUGINS = "builtin-features,builtin-sources,builtin-controls,openai"
 TASK = books_task_yaml("kill-books", 6, 6)
@@ -30,11 +30,7 @@ PLANNED = 2 * 6 * 6
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    rng = random.Random(0)
-    with open(tmp_path / "ref.jsonl", "w") as fh:
-        for _ in range(30):
-            words = " ".join(rng.choice(["good", "bad", "slow", "warm", "dull"]) for _ in range(rng.randint(3, 8)))
-            fh.write(json.dumps({"rating": rng.randint(1, 5), "review": words}) + "\n")
+    (tmp_path / "ref.jsonl").write_text(books_reference_jsonl())
     (tmp_path / "task.yaml").write_text(TASK)
     monkeypatch.setenv("MIMIC_PLUGINS", PLUGINS)
     monkeypatch.chdir(tmp_path)

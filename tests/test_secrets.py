@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 
 import pytest
 
 from harness.cli import main
 from harness.testing.fake_server import FakeOpenAIServer
-from tests.helpers import books_task_yaml
+from tests.helpers import books_reference_jsonl, books_task_yaml
 
 pytest.importorskip("mimic_openai", reason="install plugins/mimic-openai")
 
@@ -40,11 +39,7 @@ def needles() -> list[bytes]:
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    rng = random.Random(0)
-    with open(tmp_path / "ref.jsonl", "w") as fh:
-        for _ in range(30):
-            words = " ".join(rng.choice(["good", "bad", "slow", "warm", "dull"]) for _ in range(rng.randint(3, 8)))
-            fh.write(json.dumps({"rating": rng.randint(1, 5), "review": words}) + "\n")
+    (tmp_path / "ref.jsonl").write_text(books_reference_jsonl())
     (tmp_path / "task.yaml").write_text(TASK)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MIMIC_PLUGINS", PLUGINS)
