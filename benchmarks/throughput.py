@@ -11,8 +11,8 @@ does not share this process's GIL), and three clients send the same number of co
   retries, item text, a feature, the fsync'd draw log. Its rate is N / the generate phase's seconds.
 - lm-eval: ``local-completions`` (``LocalCompletionsAPI``) at ``num_concurrent`` = the concurrency,
   ``generate_until`` over N distinct prompts.
-- aiohttp: a bare client (one session, a semaphore) posting the same payloads: the ceiling for a
-  Python client on this machine.
+- aiohttp: a bare client (one session, a semaphore) posting the same payloads, on the same event
+  loop as the harness (uvloop where installed; ``MIMIC_EVENT_LOOP=asyncio`` for asyncio's own).
 
 The ideal at latency L is concurrency / L. Numbers depend on the machine's load: run it alone.
 """
@@ -124,6 +124,7 @@ async def aiohttp_rate(base_url: str, n: int, concurrency: int, max_tokens: int)
 
 def main(argv: list[str] | None = None) -> int:
     """Run every client at each latency and print one table (and JSON lines with --json)."""
+    from harness import eventloop
     from harness.testing.fake_process import start_fake_server_process
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -138,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         ideal = args.concurrency / (latency / 1000) if latency > 0 else None
         row = {"latency_ms": latency, "requests": args.requests, "concurrency": args.concurrency, "ideal": ideal}
         with start_fake_server_process(latency_ms=latency) as server, tempfile.TemporaryDirectory() as tmp:
-            row["harness"] = asyncio.run(harness_rate(server.base_url, args.requests, args.concurrency, args.max_tokens, Path(tmp)))
+            row["harness"] = eventloop.run(harness_rate(server.base_url, args.requests, args.concurrency, args.max_tokens, Path(tmp)))
             row["lm_eval"] = lm_eval_rate(server.base_url, args.requests, args.concurrency, args.max_tokens)
-            row["aiohttp"] = asyncio.run(aiohttp_rate(server.base_url, args.requests, args.concurrency, args.max_tokens))
+            row["aiohttp"] = eventloop.run(aiohttp_rate(server.base_url, args.requests, args.concurrency, args.max_tokens))
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
-    print(f"\n{args.requests} requests, max_tokens {args.max_tokens}, concurrency {args.concurrency} (requests/s)")
+    print(f"\n{args.requests} requests, max_tokens {args.max_tokens}, concurrency {args.concurrency} (requests/s); "
+          f"harness and bare aiohttp on the {eventloop.loop_name()} event loop, lm-eval on its own")
     print(f"{'latency':>8} {'harness':>9} {'lm-eval':>9} {'aiohttp':>9} {'ideal':>8} {'h/ideal':>8} {'h/lm-eval':>9} {'h/aiohttp':>9}")
     for row in rows:
         h, lm, raw, ideal = row["harness"]["req_per_s"], row["lm_eval"]["req_per_s"], row["aiohttp"]["req_per_s"], row["ideal"]

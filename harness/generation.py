@@ -75,6 +75,19 @@ def group_requests(pending: Sequence[PendingDraw], shared_prefix: bool) -> list[
     return list(groups.values())
 
 
+class _Flag:
+    """A boolean a loop callback can set."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        """Set the flag."""
+        self.value = True
+
+
 class Generator:
     """Runs the generate phase of one run; :meth:`stop` ends it early (SIGINT, budget)."""
 
@@ -148,9 +161,12 @@ class Generator:
         return [p for p in pending if p.cache_key not in hits]
 
     async def _worker(self, groups: deque[list[PendingDraw]]) -> None:
+        loop = asyncio.get_running_loop()
         while groups and not self.stopping:
             group = groups.popleft()
             requests = [p.request for p in group]
+            yielded = _Flag()
+            loop.call_soon(yielded.set)  # runs only if the call below lets the event loop turn
             try:
                 completions = await call_with_retries(
                     lambda: self.mimic.generate(requests), self.limiter, self.policy, self.outcome.stats,
@@ -174,9 +190,12 @@ class Generator:
             reason = self.on_spent(completions) if self.on_spent is not None else None
             if reason:  # calls already in flight finish and are recorded: a clean, resumable stop
                 self.stop("budget", reason, BudgetExceeded(reason), cancel=False)
-            # A backend that never suspends (an embedded model computing in this thread) would
-            # otherwise starve the writer and the signal handlers until every call is done.
-            await asyncio.sleep(0)
+            if not yielded.value:
+                # A backend that never suspends (an embedded model computing in this thread) would
+                # otherwise starve the writer and the signal handlers until every call is done. One
+                # that did suspend goes straight on: yielding here would queue its next request
+                # behind every response that arrived in the same burst.
+                await asyncio.sleep(0)
 
     async def _writer(self) -> None:
         done = False

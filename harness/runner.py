@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from harness import __version__
+from harness import __version__, eventloop
 from harness.cache import DrawCache, default_cache_dir
 from harness.concurrency import AdaptiveLimiter, CallStats, RetryPolicy, call_with_retries
 from harness.errors import HarnessError, PermanentBackendError, RunStoreError, UsageError
@@ -62,7 +62,7 @@ class RunResult:
 
 def run(config: RunConfig, registries: Registries, mimic: Mimic | None = None) -> RunResult:
     """Run one (model, task) evaluation synchronously."""
-    return asyncio.run(run_async(config, registries, mimic))
+    return eventloop.run(run_async(config, registries, mimic))
 
 
 def run_many(configs: Sequence[RunConfig], registries: Registries) -> list[RunResult]:
@@ -84,7 +84,7 @@ def run_many(configs: Sequence[RunConfig], registries: Registries) -> list[RunRe
                 await mimic.aclose()
         return results
 
-    return asyncio.run(go())
+    return eventloop.run(go())
 
 
 async def run_async(config: RunConfig, registries: Registries, mimic: Mimic | None = None) -> RunResult:

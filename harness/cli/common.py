@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import codecs
 import sys
 from typing import Any, NoReturn
 
+from harness import eventloop
 from harness.errors import UsageError
 from harness.modelspec import ModelSpec, load_model_config, parse_model_spec
 
@@ -62,4 +62,4 @@ def unescape(text: str) -> str:
 
 def run_async(coro):
     """Run a coroutine to completion from a synchronous command."""
-    return asyncio.run(coro)
+    return eventloop.run(coro)

@@ -35,12 +35,14 @@ from typing import Any
 
 from aiohttp import web
 
+from harness import eventloop
 from harness.errors import UsageError
 from harness.testing.fake_payloads import FAULTS, build_body, corrupt_logprobs, error_body, prompt_hash, validate_request
 
 _GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions")
 _PARAMS = ("max_tokens", "temperature", "top_p", "stop", "n", "logprobs", "top_logprobs")
 _JSON = "application/json"
+_BODY_FAULTS = (None, "empty_choices", "bad_logprobs", "truncated", "slow_body")  # answered with a (mangled) body
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class FakeOpenAIServer:
     def start(self) -> FakeOpenAIServer:
         """Start serving (first call picks an ephemeral port; later calls reuse it)."""
         if self._thread is None:
-            self._loop = asyncio.new_event_loop()
+            self._loop = eventloop.new_event_loop()
             self._thread = threading.Thread(target=self._loop.run_forever, name="fake-openai-server", daemon=True)
             self._thread.start()
         self._call(self._astart())
@@ -248,6 +250,11 @@ class FakeOpenAIServer:
         now = time.time()
         arrived = time.monotonic()
         s = self._settings
+        if s.latency_ms > 0:
+            # Requests that arrive together start their handlers one after another; yielding once
+            # lets every one of them stamp its arrival before any parses its body, so that work
+            # falls inside each request's latency instead of delaying the next one's clock.
+            await asyncio.sleep(0)
         path = request.path
         if s.api_key is not None and request.headers.get("Authorization") != f"Bearer {s.api_key}" and path != "/_fake/stats":
             self._record(RequestRecord(now, path, None, None, None, 401, None, None))
@@ -276,13 +283,30 @@ class FakeOpenAIServer:
         self.in_flight += 1  # only the server's loop thread touches these counters
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if s.latency_ms > 0:  # latency counts from arrival, as a real server's would
+            # A success body is built before the wait, so the response leaves at arrival + latency,
+            # as a real server's would. Built after it, each body's CPU time would add to the latency,
+            # and a burst of responses falling due together would queue behind one another: the
+            # server, not the client under test, would set the throughput.
+            data = self._success_body(path, payload, phash, fault) if fault in _BODY_FAULTS else None
+            if s.latency_ms > 0:
                 await asyncio.sleep(max(0.0, s.latency_ms / 1000 - (time.monotonic() - arrived)))
-            return await self._respond(request, path, payload, s, fault, now, retry_ok, phash)
+            return await self._respond(request, path, payload, s, fault, now, retry_ok, phash, data)
         finally:
             self.in_flight -= 1
 
-    async def _respond(self, request, path, payload, s, fault, now, retry_ok, phash) -> web.StreamResponse:
+    def _success_body(self, path: str, payload: dict, phash: str, fault: str | None) -> bytes:
+        with self._lock:
+            self._request_id += 1
+            request_id = self._request_id
+        seed_fallback = -request_id  # unseeded requests differ from each other, as on a real server
+        body, _summary = build_body(path, payload, seed_fallback=seed_fallback, request_id=request_id, phash=phash)
+        if fault == "empty_choices":
+            body["choices"] = []
+        elif fault == "bad_logprobs":
+            corrupt_logprobs(body, path.endswith("chat/completions"))
+        return json.dumps(body).encode()
+
+    async def _respond(self, request, path, payload, s, fault, now, retry_ok, phash, data) -> web.StreamResponse:
         model, seed, n = payload["model"], payload.get("seed"), int(payload.get("n") or 1)
         params = {k: payload[k] for k in _PARAMS if k in payload}
 
@@ -316,16 +340,6 @@ class FakeOpenAIServer:
         if fault == "non_json":
             log(200)
             return web.Response(status=200, body=b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
-        with self._lock:
-            self._request_id += 1
-            request_id = self._request_id
-        seed_fallback = -request_id  # unseeded requests differ from each other, as on a real server
-        body, _summary = build_body(path, payload, seed_fallback=seed_fallback, request_id=request_id, phash=phash)
-        if fault == "empty_choices":
-            body["choices"] = []
-        elif fault == "bad_logprobs":
-            corrupt_logprobs(body, path.endswith("chat/completions"))
-        data = json.dumps(body).encode()
         log(200)
         if fault == "truncated":
             return web.Response(status=200, body=data[: len(data) // 2], content_type=_JSON)

@@ -52,6 +52,12 @@ class OpenAIMimic:
         then rate-limited with the longest Retry-After, then transient). It carries ``partial``: the
         completions that did succeed (None where not), and ``failed``: how many failed.
         """
+        if len(requests) == 1:  # the usual batch: no task to create and schedule
+            try:
+                return [await self._one(requests[0])]
+            except BackendError as error:
+                error.partial, error.failed = [None], 1
+                raise
         results = await asyncio.gather(*(self._one(r) for r in requests), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if not errors:
