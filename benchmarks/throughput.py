@@ -14,7 +14,9 @@ does not share this process's GIL), and three clients send the same number of co
 - aiohttp: a bare client (one session, a semaphore) posting the same payloads, on the same event
   loop as the harness (uvloop where installed; ``MIMIC_EVENT_LOOP=asyncio`` for asyncio's own).
 
-The ideal at latency L is concurrency / L. Numbers depend on the machine's load: run it alone.
+The ideal at latency L is concurrency / L. Each client runs ``--repeats`` times (default 3), the
+three interleaved, and the table shows each one's median run. Numbers depend on the machine's load:
+run it alone.
 """
 
 from __future__ import annotations
@@ -122,6 +124,12 @@ async def aiohttp_rate(base_url: str, n: int, concurrency: int, max_tokens: int)
     return {"req_per_s": n / seconds, "seconds": seconds, "cpu_ms_per_req": 1000 * cpu / n}
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median rate, plus every run's rate (the spread shows the machine's noise)."""
+    ordered = sorted(runs, key=lambda r: r["req_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "all_req_per_s": [round(r["req_per_s"], 1) for r in runs]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every client at each latency and print one table (and JSON lines with --json)."""
     from harness import eventloop
@@ -132,26 +140,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--latency-ms", type=float, action="append", help="repeatable (default: 50 then 0)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the three clients, interleaved; the median is shown")
     parser.add_argument("--json", action="store_true", help="also print one JSON object per latency")
     args = parser.parse_args(argv)
     rows = []
     for latency in args.latency_ms or [50.0, 0.0]:
         ideal = args.concurrency / (latency / 1000) if latency > 0 else None
         row = {"latency_ms": latency, "requests": args.requests, "concurrency": args.concurrency, "ideal": ideal}
+        runs: dict[str, list[dict]] = {"harness": [], "lm_eval": [], "aiohttp": []}
         with start_fake_server_process(latency_ms=latency) as server, tempfile.TemporaryDirectory() as tmp:
-            row["harness"] = eventloop.run(harness_rate(server.base_url, args.requests, args.concurrency, args.max_tokens, Path(tmp)))
-            row["lm_eval"] = lm_eval_rate(server.base_url, args.requests, args.concurrency, args.max_tokens)
-            row["aiohttp"] = eventloop.run(aiohttp_rate(server.base_url, args.requests, args.concurrency, args.max_tokens))
+            for attempt in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every client alike
+                workdir = Path(tmp) / str(attempt)
+                workdir.mkdir()
+                runs["harness"].append(eventloop.run(harness_rate(server.base_url, args.requests, args.concurrency, args.max_tokens, workdir)))
+                runs["lm_eval"].append(lm_eval_rate(server.base_url, args.requests, args.concurrency, args.max_tokens))
+                runs["aiohttp"].append(eventloop.run(aiohttp_rate(server.base_url, args.requests, args.concurrency, args.max_tokens)))
+        row.update({name: _median_run(r) for name, r in runs.items()})
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
-    print(f"\n{args.requests} requests, max_tokens {args.max_tokens}, concurrency {args.concurrency} (requests/s); "
-          f"harness and bare aiohttp on the {eventloop.loop_name()} event loop, lm-eval on its own")
+    print(f"\n{args.requests} requests, max_tokens {args.max_tokens}, concurrency {args.concurrency} (requests/s, median of "
+          f"{args.repeats}); harness and bare aiohttp on the {eventloop.loop_name()} event loop, lm-eval on its own")
     print(f"{'latency':>8} {'harness':>9} {'lm-eval':>9} {'aiohttp':>9} {'ideal':>8} {'h/ideal':>8} {'h/lm-eval':>9} {'h/aiohttp':>9}")
     for row in rows:
         h, lm, raw, ideal = row["harness"]["req_per_s"], row["lm_eval"]["req_per_s"], row["aiohttp"]["req_per_s"], row["ideal"]
         print(f"{row['latency_ms']:>6.0f}ms {h:>9.1f} {lm:>9.1f} {raw:>9.1f} {ideal or float('inf'):>8.1f} "
               f"{(h / ideal if ideal else float('nan')):>8.3f} {h / lm:>9.3f} {h / raw:>9.3f}")
+    for row in rows:
+        print(f"every run at {row['latency_ms']:.0f} ms: " + "; ".join(
+            f"{name} {row[name]['all_req_per_s']}" for name in ("harness", "lm_eval", "aiohttp")))
     for row in rows:  # CPU per request depends far less on other load than requests/s does
         print(f"client CPU per request at {row['latency_ms']:.0f} ms: " + ", ".join(
             f"{name} {row[name]['cpu_ms_per_req']:.3f} ms" for name in ("harness", "lm_eval", "aiohttp")))

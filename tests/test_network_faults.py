@@ -323,3 +323,20 @@ def test_soak_small(tmp_path):
     assert report["draws_completed"] == 1000 and report["draws_lost"] == 0 and report["duplicates"] == 0
     assert report["wrong_values"] == 0
     assert report["faults_injected"] > 0 and report["status"] == "complete"
+
+
+def test_throughput_benchmark_small(capsys):
+    """A fast version of benchmarks/throughput.py: every client completes every request and the table prints."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("throughput_benchmark", path)
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    assert throughput.main(["--requests", "64", "--concurrency", "8", "--latency-ms", "5", "--repeats", "2", "--json"]) == 0
+    out = capsys.readouterr().out
+    row = json.loads(out.splitlines()[0])
+    for client in ("harness", "lm_eval", "aiohttp"):  # each run asserts it got all 64 answers
+        assert len(row[client]["all_req_per_s"]) == 2 and row[client]["req_per_s"] > 0
+    assert row["ideal"] == 8 / 0.005
+    assert "h/ideal" in out and "client CPU per request at 5 ms" in out
