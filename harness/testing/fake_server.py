@@ -288,8 +288,15 @@ class FakeOpenAIServer:
             # and a burst of responses falling due together would queue behind one another: the
             # server, not the client under test, would set the throughput.
             data = self._success_body(path, payload, phash, fault) if fault in _BODY_FAULTS else None
+            ready = None
+            if fault is None:  # the plain answer is complete before the wait; faults decide theirs after it
+                ready = web.Response(status=200, body=data, content_type=_JSON)
+                self._record(RequestRecord(now, path, model, seed, phash, 200, None, retry_ok, int(payload.get("n") or 1),
+                                           {k: payload[k] for k in _PARAMS if k in payload}))
             if s.latency_ms > 0:
                 await asyncio.sleep(max(0.0, s.latency_ms / 1000 - (time.monotonic() - arrived)))
+            if ready is not None:
+                return ready
             return await self._respond(request, path, payload, s, fault, now, retry_ok, phash, data)
         finally:
             self.in_flight -= 1
