@@ -18,13 +18,13 @@ from harness.estimation import ESTIMATE_SCHEMA, build_estimators, run_estimators
 from harness.plugins import build_registries, register_plugin
 from harness.protocols import BuildContext, Estimate, EstimationInputs, Selection
 from harness.stats.bootstrap import Clusters, linear_deff, ratio_deff, resample_counts
-from harness.stats.common import feature_kind
+from harness.stats.common import clusters_of, feature_kind
 from harness.stats.distances import Side, code_values, compare, distance
 from harness.stats.est_rates import ControlSuccess, ForcingMass
 from harness.stats.est_shift import CorrelationShift, LatentShift, LiftShift
 from harness.stats.est_text import Detection, TransferGap
 from harness.stats.intervals import cluster_stretch, wilson
-from harness.stats.synthetic import draws_frame, planted, planted_task
+from harness.stats.synthetic import MIMIC_TOKENS, REF_TOKENS, _texts, detection_auc, draws_frame, planted, planted_task
 
 NAMES = {"control_success", "latent_shift", "correlation_shift", "lift_shift", "forcing_mass", "transfer_gap", "detection"}
 
@@ -226,6 +226,30 @@ def test_transfer_gap_skips_rare_classes_and_detection_separates_texts():
     assert far.point > 0.95 and far.note["similarity"] < 0.1
     (near,) = Detection().estimate(_inputs(frame, ref=ref.with_columns(pl.Series("text", rng.permutation(text)))))
     assert near.lower < 0.5 < near.upper
+
+
+def test_planted_token_shares_and_their_detection_auc():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    t = (rng.random(n) < 0.5).astype(float)
+    alpha = 0.5 + rng.uniform(-0.2, 0.2, n)
+    for texts, shares in ((_texts(rng, t, None), REF_TOKENS), (_texts(rng, t, alpha), MIMIC_TOKENS),
+                          (_texts(rng, t, alpha, shift=False), REF_TOKENS)):
+        assert {tok: np.mean(texts == tok) for tok in shares} == pytest.approx(shares, abs=0.005)
+    assert detection_auc(REF_TOKENS, MIMIC_TOKENS) == pytest.approx(0.64125)
+    swapped = {"alpha alpha": 1.0, "beta beta": 0.0, "gamma gamma": 2.0}  # a classifier ranking alpha above beta
+    assert detection_auc(REF_TOKENS, MIMIC_TOKENS, swapped) == pytest.approx(0.53375)
+    assert detection_auc(REF_TOKENS, REF_TOKENS, swapped) == pytest.approx(0.5)
+
+
+def test_detection_tests_on_whole_contexts_the_classifier_never_saw(small):
+    sel = next(s for s in small.inputs.selections if s.condition == "none")
+    fit = Detection().holdout(small.inputs, sel)
+    contexts = clusters_of(sel.kept).n_clusters
+    assert fit.mim_clusters.n_clusters == round(contexts / 2) and fit.mim_clusters.n == 4 * fit.mim_clusters.n_clusters
+    assert fit.is_mimic.sum() == fit.mim_clusters.n and fit.ref_clusters.n == round(small.inputs.reference.height / 2)
+    (row,) = Detection({"n_boot": 50}).estimate(dataclasses.replace(small.inputs, selections=[sel]))
+    assert row.note["test_contexts"] == fit.mim_clusters.n_clusters and row.lower < row.point < row.upper
 
 
 def test_estimates_are_estimate_objects_with_json_notes(small):

@@ -5,13 +5,15 @@ the mimic side is the selection's kept rows with Z' = target (all kept rows with
 the reference side follows :func:`harness.stats.common.reference_for`. The interval resamples
 both sides (reference rows i.i.d., mimic contexts as clusters). A plug-in distance is biased
 upward wherever some category (or some stretch of the CDFs) hardly differs, and its resamples
-are biased up once more, so the plain percentile interval misses from above. The interval is
-the percentile interval widened for few clusters (:func:`harness.stats.intervals.cluster_stretch`)
-with its lower end moved down by twice the bootstrap bias (``percentile-bc-lower``); it covered
-planted TV 0.1 / 0.3 and W1 0.1 / 0.25 93-96% where the plain percentile (82-93%) and the basic
-interval (73-95%) did not (benchmarks/calibration.py). Option ``interval``: ``percentile`` or
-``basic`` for the others. At zero shift no interval can cover 0: read ``p_no_shift`` and
-``debiased`` there.
+are biased up once more, so the plain percentile interval misses from above. The interval
+(``percentile-nd-lower``) takes its upper end from the percentile interval widened for few
+clusters (:func:`harness.stats.intervals.cluster_stretch`) and its lower end from the numerical
+delta method (doubled resample deviations, :func:`harness.stats.distances.compare` says why).
+The previous lower end, the percentile's moved down by twice the bootstrap bias
+(``percentile-bc-lower``), covered 90-93% at 12 contexts; the plain percentile (82-93%) and
+the basic interval (73-95%) did worse (benchmarks/calibration.py). Option ``interval``:
+``percentile-bc-lower``, ``percentile`` or ``basic`` for the others. At zero shift no interval
+can cover 0: read ``p_no_shift`` and ``debiased`` there.
 
 correlation_shift (condition ``none`` only): corr_Q(Z', H') - corr_F(Z, H), Pearson (phi for
 0/1 features). A categorical proxy is turned into one 0/1 column per target value (feature name
@@ -43,7 +45,7 @@ class LatentShift:
     def __init__(self, options: dict | None = None):
         options = dict(options or {})
         self.n_boot = options.get("n_boot")
-        self.interval = str(options.get("interval", "percentile-bc-lower"))
+        self.interval = str(options.get("interval", "percentile-nd-lower"))
 
     def estimate(self, inputs: EstimationInputs) -> list[Estimate]:
         """One row per (selection, latent) with at least 2 rows on each side."""

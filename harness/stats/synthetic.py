@@ -9,11 +9,23 @@ calibration does not depend on the control plugins) and returns the exact values
 Features: proxy ``z`` in {a, b} (categorical); latents ``h`` (categorical, 4 levels; planted
 TV shift), ``x`` (numeric; planted W1 and lift, planted correlation with z) and ``t`` (binary,
 the transfer-gap label; the text carries a signal token whose use shifts in the mimic).
+
+Detection: a text is one of three tokens, independent of z, h, x and the world, so every
+selection's texts follow the same distributions: reference ``REF_TOKENS``, mimic (averaged over
+contexts) ``MIMIC_TOKENS``. The estimand of ``detection`` is the AUC, on fresh items, of the
+classifier the sample trained (see :mod:`harness.stats.est_text`); with three token types that
+AUC is exact given how the classifier scores them (:func:`detection_auc`), so the truth of each
+rep is computed from the fitted classifier (``Planted.conditional``, :func:`detection_truth`).
+It is 0.64125 whenever the classifier ranks the tokens by their likelihood ratio (about 98% of
+fits at the default sizes; 0.534 when it swaps alpha and beta). ``text_shift=False`` gives the
+mimic the reference's token distribution (with a context effect): AUC 0.5 for any classifier.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -33,10 +45,16 @@ SQ = 0.6744897501960817  # standard normal 75% quantile
 
 @dataclass(frozen=True)
 class Planted:
-    """Inputs for the estimators plus the exact estimands, keyed (estimator, condition, feature)."""
+    """Inputs for the estimators plus the exact estimands, keyed (estimator, condition, feature).
+
+    ``conditional`` holds estimands that depend on what the estimator fitted (detection's
+    classifier): ``fn(inputs, options)`` gives the exact value for this sample; ``truth`` then
+    holds its value for a classifier that ranks as the likelihood ratio does.
+    """
 
     inputs: EstimationInputs
     truth: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    conditional: dict[tuple[str, str, str], Callable[[EstimationInputs, dict], float]] = field(default_factory=dict)
 
 
 def planted_task(world_k: int = 16) -> TaskSpec:
@@ -55,16 +73,47 @@ def forcing_m(f: float, k: int) -> float:
     return float((f + (1 - f) * moment(k + 1)) / (f + (1 - f) * moment(1)))
 
 
-def _texts(rng, t: np.ndarray, mimic_alpha: np.ndarray | None) -> np.ndarray:
+# Token shares of the texts over t ~ Bernoulli(0.5) (mimic: averaged over contexts, E u_c = 0).
+REF_TOKENS = {"alpha alpha": 0.5, "beta beta": 0.475, "gamma gamma": 0.025}
+MIMIC_TOKENS = {"alpha alpha": 0.3, "beta beta": 0.5, "gamma gamma": 0.2}
+
+
+def detection_auc(ref: dict[str, float], mimic: dict[str, float], score: dict[str, float] | None = None) -> float:
+    """AUC P(s(mimic) > s(reference)) + 0.5 P(tie) for texts drawn from token shares ``ref`` and ``mimic``.
+
+    ``score`` maps each text to a classifier's score; by default the likelihood ratio mimic/ref
+    (the best possible ranking).
+    """
+    score = score or {tok: mimic[tok] / ref[tok] for tok in ref}
+    return float(sum(mimic[a] * ref[b] * ((score[a] > score[b]) + 0.5 * (score[a] == score[b])) for a in ref for b in ref))
+
+
+def detection_truth(inputs: EstimationInputs, options: dict, condition: str, mimic: dict[str, float]) -> float:
+    """Exact AUC, on fresh planted texts, of the classifier ``detection`` trains for ``condition`` on ``inputs``."""
+    # scikit-learn is imported only when detection is calibrated
+    from harness.stats.est_text import Detection
+
+    sel = next(s for s in inputs.selections if s.condition == condition)
+    fit = Detection(options).holdout(inputs, sel)
+    if fit is None:
+        return float("nan")
+    tokens = list(REF_TOKENS)
+    return detection_auc(REF_TOKENS, mimic, dict(zip(tokens, fit.model.decision_function(tokens))))
+
+
+def _texts(rng, t: np.ndarray, mimic_alpha: np.ndarray | None, shift: bool = True) -> np.ndarray:
     """Signal tokens: reference y=1 -> alpha .9 / beta .1; y=0 -> beta .85 / gamma .05 / alpha .1.
 
     Mimic: y=1 -> alpha (0.5 + u_c) / gamma (0.4 - u_c) / beta .1; y=0 -> beta .9 / alpha .1. A
     reference-trained rule (alpha->1, beta->0, gamma->0) gets balanced accuracy 0.7 on mimic
-    items; the mimic's own rule (gamma->1) gets 0.9: the planted transfer gap is 0.2.
+    items; the mimic's own rule (gamma->1) gets 0.9: the planted transfer gap is 0.2. With
+    ``shift`` False the mimic uses the reference's rule, y=1 -> alpha (0.9 + 0.4 u_c), which
+    averages to the reference's token distribution over contexts.
     """
     u = rng.random(t.size)
-    if mimic_alpha is None:
-        pos = np.where(u < 0.9, "alpha", "beta")
+    if mimic_alpha is None or not shift:
+        alpha = 0.9 if mimic_alpha is None else 0.9 + 0.4 * (mimic_alpha - 0.5)
+        pos = np.where(u < alpha, "alpha", "beta")
         neg = np.where(u < 0.85, "beta", np.where(u < 0.90, "gamma", "alpha"))
     else:
         pos = np.where(u < mimic_alpha, "alpha", np.where(u < 0.9, "gamma", "beta"))
@@ -98,7 +147,8 @@ def _cat(rng, p: np.ndarray, n: int) -> np.ndarray:
 
 
 def pool_frame(rng, pool: str, contexts: int, samples: int, *, p_a: float, pi_h: np.ndarray, mu: tuple[float, float],
-               sd_within: float, tau: float, forcing: float, kappa: float, world_k: int = 16) -> pl.DataFrame:
+               sd_within: float, tau: float, forcing: float, kappa: float, world_k: int = 16,
+               text_shift: bool = True) -> pl.DataFrame:
     """C x S draws of one pool; each context draws its own P(z=a), P(h), x offset, forcing share and alpha use.
 
     Context effects average out exactly: Beta/Dirichlet draws with the planted means, a normal x
@@ -114,7 +164,7 @@ def pool_frame(rng, pool: str, contexts: int, samples: int, *, p_a: float, pi_h:
     t = (rng.random(n) < 0.5).astype(np.float64)
     alpha_c = 0.5 + rng.uniform(-0.2, 0.2, contexts)[c]
     f_c = rng.beta(forcing * kappa, (1 - forcing) * kappa, contexts)[c] if 0 < forcing < 1 else np.full(n, forcing)
-    texts = _texts(rng, t, alpha_c)
+    texts = _texts(rng, t, alpha_c, text_shift)
     return draws_frame(pool, c, np.tile(np.arange(samples), contexts), texts, {
         "feat_z": np.where(z_a, "a", "b"), "feat_h": LEVELS[h_idx], "feat_x": x, "feat_t": t,
     }, _world(rng, n, f_c, world_k))
@@ -157,17 +207,17 @@ def selections(draws: pl.DataFrame) -> list[Selection]:
 
 def planted(rng: np.random.Generator, *, tv: float = 0.1, w1: float = 0.25, n_ref: int = 800, contexts: int = 40,
             samples: int = 5, kappa: float = 6.0, tau: float = 0.6, p_success: float = 0.7, forcing: float = 0.2,
-            mimic_forcing: float = 0.35, n_boot: int = 200, seed: int = 0) -> Planted:
+            mimic_forcing: float = 0.35, text_shift: bool = True, n_boot: int = 200, seed: int = 0) -> Planted:
     """One planted data set and its exact estimands (see the module docstring)."""
     sd = float(np.hypot(1.0, tau))  # reference sd = total mimic sd, so x shifts are pure location shifts
     ref = reference_frame(rng, n_ref, sd=sd, forcing=forcing)
     pi_shift = PI_REF + tv * SHIFT_DIRECTION
     mu_a = 1.0 + w1 * 2 * SQ * sd  # W1 over the reference IQR = w1
     prompt = pool_frame(rng, "prompt:a", contexts, samples, p_a=p_success, pi_h=pi_shift, mu=(mu_a, 0.0),
-                        sd_within=1.0, tau=tau, forcing=mimic_forcing, kappa=kappa)
+                        sd_within=1.0, tau=tau, forcing=mimic_forcing, kappa=kappa, text_shift=text_shift)
     mu_none = (1.5, 0.0)
     none = pool_frame(rng, "none", contexts, samples, p_a=0.4, pi_h=pi_shift, mu=mu_none, sd_within=1.0, tau=tau,
-                      forcing=mimic_forcing, kappa=kappa)
+                      forcing=mimic_forcing, kappa=kappa, text_shift=text_shift)
     draws = pl.concat([none, prompt])
     task = planted_task()
     truth = {
@@ -178,15 +228,20 @@ def planted(rng: np.random.Generator, *, tv: float = 0.1, w1: float = 0.25, n_re
         ("lift_shift", "prompt:a", "x"): mu_a - 1.0,
         ("lift_shift", "prompt:a", "h=h0"): float(pi_shift[0] - PI_REF[0]),
         ("correlation_shift", "none", "x vs z=a"): _pb_corr(0.4, mu_none[0], sd) - _pb_corr(0.5, 1.0, sd),
-        ("transfer_gap", "none", "t"): 0.2,
-        ("transfer_gap", "prompt:a", "t"): 0.2,
     }
+    mimic_tokens = MIMIC_TOKENS if text_shift else REF_TOKENS
+    conditional = {}
+    for condition in ("none", "prompt:a"):
+        truth[("detection", condition, "text")] = detection_auc(REF_TOKENS, mimic_tokens)
+        conditional[("detection", condition, "text")] = partial(detection_truth, condition=condition, mimic=mimic_tokens)
+        if text_shift:  # without the shift the transfer gap is not planted
+            truth[("transfer_gap", condition, "t")] = 0.2
     for k in KS:
         truth[("forcing_mass", "reference", f"K={k}")] = forcing_m(forcing, k)
         truth[("forcing_mass", "none", f"K={k}")] = forcing_m(mimic_forcing, k)
         truth[("forcing_mass", "prompt:a", f"K={k}")] = forcing_m(mimic_forcing, k)
     inputs = EstimationInputs(task, ref, draws, selections(draws), seed=seed, n_boot=n_boot)
-    return Planted(inputs, truth)
+    return Planted(inputs, truth, conditional)
 
 
 def _pb_corr(p: float, delta: float, sd: float) -> float:
