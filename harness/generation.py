@@ -129,7 +129,7 @@ class Generator:
         self.concurrency = concurrency
         self.commit_interval = commit_interval
         self.launch_window = launch_window
-        self._first_answer: asyncio.Event | None = None
+        self._first_answer = asyncio.Event()  # set when the first model call returns (see LAUNCH_WINDOW)
         self._closing = asyncio.Event()  # set once no more batches will come
         self.policy = policy
         self.limiter = AdaptiveLimiter(concurrency)
@@ -161,7 +161,6 @@ class Generator:
         try:
             fresh = self._enqueue_cached(pending)
             groups = deque(group_requests(fresh, Capability.SHARED_PREFIX in self.mimic.capabilities))
-            self._first_answer = asyncio.Event()
             n_workers = min(self.concurrency, len(groups))
             spacing = self.launch_window / n_workers if n_workers else 0.0
             self._workers = [asyncio.create_task(self._worker(groups, k * spacing)) for k in range(n_workers)]
@@ -184,7 +183,7 @@ class Generator:
 
     async def _worker(self, groups: deque[list[PendingDraw]], launch_delay: float = 0.0) -> None:
         loop = asyncio.get_running_loop()
-        if launch_delay > 0 and self._first_answer is not None and not self._first_answer.is_set():
+        if launch_delay > 0 and not self._first_answer.is_set():
             try:  # see LAUNCH_WINDOW
                 await asyncio.wait_for(self._first_answer.wait(), launch_delay)
             except TimeoutError:
@@ -214,8 +213,7 @@ class Generator:
                 self.stop("failed", error.one_line(), error)
                 return
             self._queue.put_nowait([FinishedDraw(p, c, False) for p, c in zip(group, completions)])
-            if self._first_answer is not None:
-                self._first_answer.set()
+            self._first_answer.set()
             reason = self.on_spent(completions) if self.on_spent is not None else None
             if reason:  # calls already in flight finish and are recorded: a clean, resumable stop
                 self.stop("budget", reason, BudgetExceeded(reason), cancel=False)

@@ -250,11 +250,6 @@ class FakeOpenAIServer:
         now = time.time()
         arrived = time.monotonic()
         s = self._settings
-        if s.latency_ms > 0:
-            # Requests that arrive together start their handlers one after another; yielding once
-            # lets every one of them stamp its arrival before any parses its body, so that work
-            # falls inside each request's latency instead of delaying the next one's clock.
-            await asyncio.sleep(0)
         path = request.path
         if s.api_key is not None and request.headers.get("Authorization") != f"Bearer {s.api_key}" and path != "/_fake/stats":
             self._record(RequestRecord(now, path, None, None, None, 401, None, None))
@@ -291,8 +286,7 @@ class FakeOpenAIServer:
             ready = None
             if fault is None:  # the plain answer is complete before the wait; faults decide theirs after it
                 ready = web.Response(status=200, body=data, content_type=_JSON)
-                self._record(RequestRecord(now, path, model, seed, phash, 200, None, retry_ok, int(payload.get("n") or 1),
-                                           {k: payload[k] for k in _PARAMS if k in payload}))
+                self._record(_answer_record(now, path, payload, phash, 200, None, retry_ok))
             if s.latency_ms > 0:
                 await asyncio.sleep(max(0.0, s.latency_ms / 1000 - (time.monotonic() - arrived)))
             if ready is not None:
@@ -314,11 +308,10 @@ class FakeOpenAIServer:
         return json.dumps(body).encode()
 
     async def _respond(self, request, path, payload, s, fault, now, retry_ok, phash, data) -> web.StreamResponse:
-        model, seed, n = payload["model"], payload.get("seed"), int(payload.get("n") or 1)
-        params = {k: payload[k] for k in _PARAMS if k in payload}
+        model, seed = payload["model"], payload.get("seed")
 
         def log(status: int) -> None:
-            self._record(RequestRecord(now, path, model, seed, phash, status, fault, retry_ok, n, params))
+            self._record(_answer_record(now, path, payload, phash, status, fault, retry_ok))
 
         if fault in ("rate_limit", "unavailable"):
             status = 429 if fault == "rate_limit" else 503
@@ -373,6 +366,13 @@ class FakeOpenAIServer:
         names = s.models or ("fake-model",)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "harness-fake"} for m in names]
         return _json(200, json.dumps({"object": "list", "data": data}).encode())
+
+
+def _answer_record(now: float, path: str, payload: dict, phash: str, status: int, fault: str | None,
+                   retry_ok: bool | None) -> RequestRecord:
+    """The log entry of a generation request that reached the model (whatever it was answered)."""
+    return RequestRecord(now, path, payload["model"], payload.get("seed"), phash, status, fault, retry_ok,
+                         int(payload.get("n") or 1), {k: payload[k] for k in _PARAMS if k in payload})
 
 
 def _json(status: int, body: bytes, headers: dict | None = None) -> web.Response:
