@@ -120,6 +120,9 @@ class EstimationInputs:
     seed: int = 0
     n_boot: int = 1000
     tables: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # extra run tables, e.g. "field_probs"
+    # ``prompt:<v>`` pools whose proxy the extractor reads off the prompt's own prefix (e.g. a
+    # "Rating: 5" header the prompt wrote): their control success is 1 by construction.
+    proxy_from_prompt: frozenset[str] = frozenset()
 
 
 @runtime_checkable

@@ -282,7 +282,8 @@ def estimate_phase(config: RunConfig, loaded: Loaded, draws: pl.DataFrame, manif
     with clock("estimate"):
         estimators = build_estimators(loaded.ctx.registries, loaded.ctx, config.estimators)
         inputs = EstimationInputs(task=loaded.task, reference=loaded.reference_frame, draws=draws, selections=selections,
-                                  seed=seed, n_boot=config.n_boot, tables=dict(tables or {}))
+                                  seed=seed, n_boot=config.n_boot, tables=dict(tables or {}),
+                                  proxy_from_prompt=proxy_from_prompt(loaded))
         estimates = run_estimators(estimators, inputs)
     model = manifest["model"]
     run_values = {"run_id": manifest["run_id"], "model": model["model_id"], "model_name": model["display_name"],
@@ -304,3 +305,28 @@ def estimates_json(estimates: pl.DataFrame) -> str:
             except ValueError:
                 pass
     return json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def proxy_from_prompt(loaded: Loaded) -> frozenset[str]:
+    """The ``prompt:<v>`` pools whose prefix alone already makes the proxy extractor read v.
+
+    There the item's proxy is the prompt's own header (the prefix is part of the item text), so
+    control success measures the prompt, not the mimic: the estimator flags it ``by_construction``.
+    """
+    from harness.featurize import compute_features
+    from harness.prompts import pool_prefix
+    from harness.values import matches, target_label
+
+    proxy = loaded.task.proxy.feature
+    feature = loaded.features.get(proxy)
+    if feature is None:
+        return frozenset()
+    out = set()
+    for pool in loaded.pools:
+        if not pool.startswith("prompt:"):
+            continue
+        target = next((v for v in loaded.task.proxy.values if f"prompt:{target_label(v)}" == pool), None)
+        values = compute_features({proxy: feature}, pl.Series([pool_prefix(loaded.task, pool)]))[f"feat_{proxy}"]
+        if target is not None and bool(matches(values, target).fill_null(False)[0]):
+            out.add(pool)
+    return frozenset(out)

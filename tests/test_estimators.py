@@ -20,7 +20,8 @@ from harness.protocols import BuildContext, Estimate, EstimationInputs, Selectio
 from harness.stats.bootstrap import Clusters, linear_deff, ratio_deff, resample_counts
 from harness.stats.common import clusters_of, feature_kind
 from harness.stats.distances import Side, code_values, compare, distance
-from harness.stats.est_rates import ControlSuccess, ForcingMass
+from harness.stats.est_forcing import ForcingMass
+from harness.stats.est_rates import ControlSuccess
 from harness.stats.est_shift import CorrelationShift, LatentShift, LiftShift
 from harness.stats.est_text import Detection, TransferGap
 from harness.stats.intervals import cluster_stretch, wilson
@@ -165,10 +166,10 @@ def test_control_success_respects_weights_and_reports_design_effect():
     z = np.array(["a"] * 30 + ["b"] * 70)
     w = np.where(z == "a", 3.0, 1.0)
     (row,) = ControlSuccess().estimate(_inputs(_frame(z, weight=w / w.sum())))
-    assert row.point == pytest.approx(90 / 160) and row.method == "wilson-design-effect"
+    assert row.point == pytest.approx(90 / 160) and row.method == "korn-graubard"
     assert row.note["ess"] < 100
     (plain,) = ControlSuccess().estimate(_inputs(_frame(z)))
-    assert plain.method == "wilson" and plain.point == pytest.approx(0.3) and plain.note["deff"] == 1.0
+    assert plain.method == "clopper-pearson" and plain.point == pytest.approx(0.3) and plain.note["deff"] == 1.0
     ctx = np.repeat(np.arange(10), 10)
     (clustered,) = ControlSuccess().estimate(_inputs(_frame(z, context=ctx)))  # contexts all-a or all-b
     assert clustered.note["deff"] > 5 and clustered.upper - clustered.lower > 2 * (plain.upper - plain.lower)
@@ -196,7 +197,9 @@ def test_lift_and_correlation_on_exact_data():
     ref = frame.with_columns(pl.Series("feat_x", x / 2))
     inputs = _inputs(frame, ref=ref.select("feat_z", "feat_h", "feat_x", "world_draws"))
     lift = {r.feature: r for r in LiftShift().estimate(inputs)}
-    assert lift["x"].point == pytest.approx(1.0) and lift["x"].lower == pytest.approx(1.0)
+    # every mimic x is 2.0: the sample shows no variance, so no (zero-width) interval is reported
+    assert lift["x"].point == pytest.approx(1.0) and np.isnan(lift["x"].lower) and np.isnan(lift["x"].upper)
+    assert lift["x"].note["flags"] == ["no_variance"] and "no variance" in lift["x"].note["no_interval"]
     none = Selection("none", "none", "none", None, frame, frame.height)
     corr = CorrelationShift().estimate(dataclasses.replace(inputs, selections=[none]))
     assert [r.feature for r in corr] == ["x vs z=a"] and corr[0].point == pytest.approx(0.0, abs=1e-12)

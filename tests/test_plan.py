@@ -13,7 +13,8 @@ import pytest
 from harness.cli import plan as plan_cli
 from harness.errors import UsageError
 from harness.estimation import run_estimators
-from harness.stats.est_rates import ControlSuccess, ForcingMass
+from harness.stats.est_forcing import ForcingMass
+from harness.stats.est_rates import ControlSuccess
 from harness.stats.est_shift import LatentShift
 from harness.stats.planning import Z95, PlanInput, inputs_from_estimates, plan_row
 from harness.stats.synthetic import planted

@@ -26,7 +26,7 @@ def _lazy(module: str, name: str):
 
 
 ControlSuccess = _lazy("harness.stats.est_rates", "ControlSuccess")
-ForcingMass = _lazy("harness.stats.est_rates", "ForcingMass")
+ForcingMass = _lazy("harness.stats.est_forcing", "ForcingMass")
 CorrelationShift = _lazy("harness.stats.est_shift", "CorrelationShift")
 LatentShift = _lazy("harness.stats.est_shift", "LatentShift")
 LiftShift = _lazy("harness.stats.est_shift", "LiftShift")

@@ -60,39 +60,55 @@ def calibrate(reps: int, estimators: Iterable[str], *, seed: int = 0, n_boot: in
     """Coverage table over ``reps`` planted data sets (one dict per estimand)."""
     estimators = list(estimators)
     tally: dict[Key, list[tuple[float, float, float, float]]] = defaultdict(list)
+    withheld: dict[Key, int] = defaultdict(int)
+    wanted = {e for e in estimators}
     for rep in range(reps):
         p = planted(np.random.default_rng([seed, rep]), n_boot=n_boot, seed=rep, **scenario)
         rows = run_one(p, estimators, options, only)
         for key, truth in p.truth.items():
-            if key in rows:
-                r = rows[key]
-                if key in p.conditional:  # the estimand depends on what the estimator fitted
-                    truth = p.conditional[key](p.inputs, (options or {}).get(key[0], {}))
-                tally[key].append((r["point"], r["lower"], r["upper"], truth))
+            if key[0] not in wanted or (only is not None and key[1] not in only):
+                continue
+            r = rows.get(key)
+            if r is None or r["lower"] is None or r["upper"] is None or not np.isfinite([r["lower"], r["upper"]]).all():
+                withheld[key] += 1  # no row, or a row that reports no interval at this design
+                continue
+            if key in p.conditional:  # the estimand depends on what the estimator fitted
+                truth = p.conditional[key](p.inputs, (options or {}).get(key[0], {}))
+            tally[key].append((r["point"], r["lower"], r["upper"], truth))
         if progress:
             progress(rep)
-    table = []
-    for key, values in sorted(tally.items()):
-        arr = np.asarray(values)
-        point, lower, upper, truth = arr.T
-        table.append({"estimator": key[0], "condition": key[1], "feature": key[2], "planted": float(truth.mean()),
-                      "mean": float(point.mean()), "bias": float(np.mean(point - truth)),
-                      "coverage": float(np.mean((lower <= truth) & (truth <= upper))),
-                      "width": float(np.mean(upper - lower)), "reps": len(values)})
-    return table
+    return [_summary(key, tally.get(key, []), withheld.get(key, 0)) for key in sorted(set(tally) | set(withheld))]
+
+
+def _summary(key: Key, values: list[tuple[float, float, float, float]], withheld: int) -> dict[str, Any]:
+    """One calibration row: coverage and width over the reps that reported an interval, and how many did not."""
+    arr = np.asarray(values, dtype=float).reshape(-1, 4)
+    point, lower, upper, truth = arr.T
+    nan = float("nan")
+    total = len(values) + withheld
+    return {"estimator": key[0], "condition": key[1], "feature": key[2],
+            "planted": float(truth.mean()) if values else nan, "mean": float(point.mean()) if values else nan,
+            "bias": float(np.mean(point - truth)) if values else nan,
+            "coverage": float(np.mean((lower <= truth) & (truth <= upper))) if values else nan,
+            "width": float(np.mean(upper - lower)) if values else nan,
+            "out_of_range": int(np.sum(lower > upper)), "reps": len(values),
+            "withheld": withheld / total if total else nan}
 
 
 def null_check(reps: int, *, seed: int = 0, n_boot: int = 200, level: float = 0.05, only: set[str] | None = None,
                **scenario: Any) -> list[dict[str, Any]]:
     """Rejection rate of "no shift" and mean plug-in / debiased / noise floor at zero planted shift."""
-    scenario = {**scenario, "tv": 0.0, "w1": 0.0}
+    scenario = {**scenario, "tv": 0.0, "w1": 0.0, "r_mimic": scenario.get("r_ref", 0.3)}
     tally: dict[Key, list[tuple[float, ...]]] = defaultdict(list)
     for rep in range(reps):
         p = planted(np.random.default_rng([seed, 10_000 + rep]), n_boot=n_boot, seed=rep, **scenario)
         for key, r in run_one(p, ["latent_shift"], only=only).items():
             if key in p.truth:
                 n = r["note"]
-                tally[key].append((n["p_no_shift"] < level, r["point"], n["debiased"], n["noise_floor"], n["null_method"]))
+                if n.get("p_no_shift") is None:
+                    continue  # too few contexts for a test: nothing to tally
+                tally[key].append((n["p_no_shift"] < level, r["point"], n["debiased"], n.get("noise_floor", float("nan")),
+                                   n["null_method"]))
     table = []
     for key, values in sorted(tally.items()):
         arr = np.asarray([v[:4] for v in values], dtype=float)

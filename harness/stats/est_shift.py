@@ -15,6 +15,15 @@ the basic interval (73-95%) did worse (benchmarks/calibration.py). Option ``inte
 ``percentile-bc-lower``, ``percentile`` or ``basic`` for the others. At zero shift no interval
 can cover 0: read ``p_no_shift`` and ``debiased`` there.
 
+Few contexts and samples without variance. With fewer than 2 mimic contexts there is no interval
+(``too_few_contexts``). A binary latent's TV is |q - p|: its interval is the MOVER interval of the
+difference of the two proportions, each from its exact interval (Clopper-Pearson for the i.i.d.
+reference, Korn-Graubard for the clustered mimic side; :mod:`harness.stats.est_rates`), folded to
+|.| (method ``mover-exact``): it stays honest where the mimic kept 0 of 4 items with the latent,
+where the bootstrap sees no mimic variance at all. A categorical or numeric latent whose kept
+mimic items all share one value gives no interval (``no_variance``): the bootstrap cannot see
+variance the sample does not show. TV intervals are cut to [0, 1], W1/IQR ones at 0.
+
 correlation_shift (condition ``none`` only): corr_Q(Z', H') - corr_F(Z, H), Pearson (phi for
 0/1 features). A categorical proxy is turned into one 0/1 column per target value (feature name
 ``"<latent> vs <proxy>=<value>"``); a categorical latent into one 0/1 column per level holding at
@@ -33,7 +42,9 @@ from harness.stats.bootstrap import Clusters, linear_deff, two_sample
 from harness.stats.common import (clusters_of, column, kind_of, latents, matched, reference_for, rng_for, row, valid,
                                   values_of)
 from harness.stats.distances import Side, code_values, compare
-from harness.stats.intervals import cluster_stretch, percentile
+from harness.stats.est_rates import proportion
+from harness.stats.flags import NO_VARIANCE, TOO_FEW_CONTEXTS, withheld
+from harness.stats.intervals import MIN_CONTEXTS, clipped, clopper_pearson, cluster_stretch, folded, mover_difference, percentile
 from harness.values import matches, target_label
 
 
@@ -65,8 +76,17 @@ class LatentShift:
                 res = compare(kind, grid, Side(rc, Clusters.build(None, None, ref.height), grid.size),
                               Side(mc, mim_cl, grid.size), rng_for(inputs, self.name, sel.condition, h), n_boot,
                               self.interval)
+                lower, upper, method = res.lower, res.upper, res.method
+                if kind == "binary" and mim_cl.n_clusters >= MIN_CONTEXTS:
+                    diff = binary_difference(values_of(ref.get_column(f"feat_{h}"), kind),
+                                             values_of(mim.get_column(f"feat_{h}"), kind), mim_cl)
+                    lower, upper = folded(*diff)
+                    method = "mover-exact"
+                flags = interval_gaps(kind, mc, mim_cl, lower)
+                if flags:
+                    lower, upper = float("nan"), float("nan")
                 out.append(row(
-                    self.name, sel.condition, h, res.point, res.lower, res.upper, mim.height, res.method,
+                    self.name, sel.condition, h, res.point, lower, upper, mim.height, method, **flags,
                     distance="tv" if kind != "numeric" else "w1/iqr", kind=kind, reference=label,
                     n_reference=ref.height, contexts=mim_cl.n_clusters, ess=mim_cl.ess, deff=res.deff,
                     noise_floor=res.noise_floor, noise_floor_sd=res.noise_floor_sd,
@@ -74,6 +94,32 @@ class LatentShift:
                     null_method=res.null_method, sd=res.sd, bootstrap_bias=res.bias, sd_reference=res.sd_reference, sd_mimic=res.sd_mimic,
                 ))
         return out
+
+
+def interval_gaps(kind: str, mimic_codes: np.ndarray, clusters: Clusters, lower: float) -> dict:
+    """Note fields for a row that must report no interval (empty when the interval stands)."""
+    if clusters.n_clusters < MIN_CONTEXTS:
+        return withheld({}, TOO_FEW_CONTEXTS, clusters.n_clusters, MIN_CONTEXTS)
+    if kind != "binary" and np.unique(mimic_codes).size < 2:
+        return withheld({}, NO_VARIANCE)
+    if not np.isfinite(lower):
+        return withheld({}, NO_VARIANCE)
+    return {}
+
+
+def exact_side(y: np.ndarray, clusters: Clusters | None) -> tuple[float, float, float]:
+    """(point, lower, upper) of a 0/1 sample's mean: Clopper-Pearson on i.i.d. rows, Korn-Graubard on contexts."""
+    if clusters is None:
+        lower, upper = clopper_pearson(float(y.sum()), y.size)
+        return float(y.mean()), lower, upper
+    res = proportion(y, np.ones_like(y), clusters)
+    return res["point"], res["lower"], res["upper"]
+
+
+def binary_difference(ref: np.ndarray, mim: np.ndarray, mim_clusters: Clusters) -> tuple[float, float]:
+    """MOVER interval of mean(mim) - mean(ref) for 0/1 values (reference rows i.i.d.)."""
+    return mover_difference(exact_side(np.asarray(ref, np.float64), None),
+                            exact_side(np.asarray(mim, np.float64), mim_clusters))
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -160,11 +206,12 @@ class CorrelationShift:
                                               int(self.n_boot or inputs.n_boot))
                     if not np.isfinite(point):
                         continue  # a constant feature on one side: no correlation to compare
-                    lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.n_clusters))
+                    lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(mim_cl.n_clusters)), -2.0, 2.0)
+                    gaps = withheld({}, TOO_FEW_CONTEXTS, mim_cl.n_clusters, MIN_CONTEXTS) if mim_cl.n_clusters < MIN_CONTEXTS else {}
                     c_ref = float(np.corrcoef(z_ref, h_ref)[0, 1])
                     deff = linear_deff(_corr_influence(z_mim, h_mim, mim_cl.weights), mim_cl)
                     out.append(row(self.name, sel.condition, feature, point, lower, upper, mim.height,
-                                   "cluster-bootstrap-percentile", corr_reference=c_ref, corr_mimic=c_ref + point,
+                                   "cluster-bootstrap-percentile", **gaps, corr_reference=c_ref, corr_mimic=c_ref + point,
                                    n_reference=ref.height, contexts=mim_cl.n_clusters, deff=deff, sd_reference=sd_ref,
                                    sd_mimic=sd_mim, undefined_resamples=int(np.sum(~np.isfinite(draws)))))
         return out
@@ -201,10 +248,18 @@ class LiftShift:
                         Clusters.build(None, None, ref.height), np.column_stack([np.ones_like(h_ref), h_ref]),
                         mim_cl, np.column_stack([np.ones_like(h_mim), h_mim]), int(self.n_boot or inputs.n_boot))
                     lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.n_clusters))
+                    method = "cluster-bootstrap-percentile"
+                    zero_one = hkind != "numeric"
+                    if zero_one and mim_cl.n_clusters >= MIN_CONTEXTS:
+                        lower, upper = binary_difference(h_ref, h_mim, mim_cl)
+                        method = "mover-exact"
+                    gaps = interval_gaps("binary" if zero_one else hkind, h_mim, mim_cl, lower)
+                    if gaps:
+                        lower, upper = float("nan"), float("nan")
                     mean_ref = float(h_ref.mean())
                     deff = linear_deff(h_mim - np.average(h_mim, weights=mim_cl.weights), mim_cl)
                     out.append(row(self.name, sel.condition, feature, point, lower, upper, mim.height,
-                                   "cluster-bootstrap-percentile", mean_reference=mean_ref, mean_mimic=mean_ref + point,
+                                   method, **gaps, mean_reference=mean_ref, mean_mimic=mean_ref + point,
                                    reference=label, n_reference=ref.height, contexts=mim_cl.n_clusters,
                                    ess=mim_cl.ess, deff=deff, sd_reference=sd_ref, sd_mimic=sd_mim))
         return out

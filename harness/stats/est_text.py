@@ -38,7 +38,7 @@ from harness.protocols import Estimate, EstimationInputs, Selection
 from harness.stats.bootstrap import Clusters
 from harness.stats.classifiers import auc_with_draws, balanced_accuracy_gap, out_of_fold, text_classifier
 from harness.stats.common import clusters_of, kind_of, latents, reference_for, rng_for, row, valid, values_of
-from harness.stats.intervals import cluster_stretch, percentile
+from harness.stats.intervals import clipped, cluster_stretch, percentile
 
 
 def _with_text(frame: pl.DataFrame) -> pl.DataFrame:
@@ -98,7 +98,8 @@ class TransferGap:
                 rng = rng_for(inputs, self.name, sel.condition, h)
                 trts, tsts, gap, draws = balanced_accuracy_gap(rng, classes, y, model.predict(texts), tsts_pred,
                                                                clusters, int(self.n_boot or inputs.n_boot))
-                lower, upper = percentile(draws, stretch=cluster_stretch(clusters.n_clusters))
+                # a gap of balanced accuracies lies in [-1, 1]: the few-cluster stretch must not leave it
+                lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(clusters.n_clusters)), -1.0, 1.0)
                 out.append(row(self.name, sel.condition, h, gap, lower, upper, mim.height, "cluster-bootstrap-percentile",
                                metric="balanced_accuracy", trts=trts, tsts=tsts, classes=[str(c) for c in classes],
                                dropped=int((~keep).sum()), n_reference=int(train.sum()), contexts=clusters.n_clusters,
@@ -175,7 +176,7 @@ class Detection:
             auc, draws = auc_with_draws(fit.rng, fit.scores, fit.is_mimic, fit.ref_clusters, fit.mim_clusters,
                                         int(self.n_boot or inputs.n_boot))
             lower, upper = percentile(draws, stretch=cluster_stretch(fit.mim_clusters.n_clusters))
-            lower, upper = max(0.0, lower), min(1.0, upper)  # the few-cluster stretch must not leave AUC's range
+            lower, upper = clipped(lower, upper, 0.0, 1.0)  # the few-cluster stretch must not leave AUC's range
             sim = lambda a: 1 - (2 * max(0.5, a) - 1)  # noqa: E731 - the essay's similarity
             out.append(row(self.name, sel.condition, "text", auc, lower, upper, fit.n_kept, "holdout-cluster-bootstrap-percentile",
                            similarity=sim(auc), similarity_lower=sim(upper), similarity_upper=sim(lower),

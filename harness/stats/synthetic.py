@@ -7,8 +7,10 @@ selections ``none``, ``prompt:a``, ``filter:a``, ``reward@1``, ``reward@4`` itse
 calibration does not depend on the control plugins) and returns the exact values.
 
 Features: proxy ``z`` in {a, b} (categorical); latents ``h`` (categorical, 4 levels; planted
-TV shift), ``x`` (numeric; planted W1 and lift, planted correlation with z) and ``t`` (binary,
-the transfer-gap label; the text carries a signal token whose use shifts in the mimic).
+TV shift), ``x`` (numeric; planted W1 and lift, planted correlation with z), ``t`` (binary,
+the transfer-gap label; the text carries a signal token whose use shifts in the mimic) and ``r``
+(binary, independent of z: rate ``r_ref`` in the reference, ``r_mimic`` averaged over the prompt
+pool's contexts; rates near 0 or 1 give samples with no variance, e.g. 0 of 8).
 
 Detection: a text is one of three tokens, independent of z, h, x and the world, so every
 selection's texts follow the same distributions: reference ``REF_TOKENS``, mimic (averaged over
@@ -59,11 +61,12 @@ class Planted:
 
 def planted_task(world_k: int = 16) -> TaskSpec:
     """The task the planted tables belong to."""
-    feats = (FeatureRef("z", "planted"), FeatureRef("h", "planted"), FeatureRef("x", "planted"), FeatureRef("t", "planted"))
+    feats = (FeatureRef("z", "planted"), FeatureRef("h", "planted"), FeatureRef("x", "planted"), FeatureRef("t", "planted"),
+             FeatureRef("r", "planted"))
     controls = (ControlSpec("none"), ControlSpec("prompt"), ControlSpec("filter"), ControlSpec("reward", {"k": 1}),
                 ControlSpec("reward", {"k": 4}))
     return TaskSpec("planted", 1, "planted-truth calibration", ComponentRef("planted"), RenderSpec("{{ text }}"),
-                    feats, ProxySpec("z", ("a",)), ("h", "x", "t"), controls, SamplingPlan(), world=WorldSpec("planted", world_k))
+                    feats, ProxySpec("z", ("a",)), ("h", "x", "t", "r"), controls, SamplingPlan(), world=WorldSpec("planted", world_k))
 
 
 def forcing_m(f: float, k: int) -> float:
@@ -128,18 +131,19 @@ def _world(rng, n: int, forcing: np.ndarray, k: int) -> list[list[bool]]:
     return (rng.random((n, k + 1)) < rho[:, None]).tolist()
 
 
-def reference_frame(rng, n: int, *, p_a=0.5, mu=(1.0, 0.0), sd=1.2, forcing=0.2, world_k=16) -> pl.DataFrame:
-    """Reference rows: i.i.d. draws of (z, h, x, t, text, world_draws)."""
+def reference_frame(rng, n: int, *, p_a=0.5, mu=(1.0, 0.0), sd=1.2, forcing=0.2, world_k=16, r_rate=0.3) -> pl.DataFrame:
+    """Reference rows: i.i.d. draws of (z, h, x, t, r, text, world_draws)."""
     z_a = rng.random(n) < p_a
     pi_b = PI_REF[::-1]
     h_idx = np.where(z_a, _cat(rng, PI_REF, n), _cat(rng, pi_b, n))
     x = np.where(z_a, mu[0], mu[1]) + sd * rng.standard_normal(n)
     t = (rng.random(n) < 0.5).astype(np.float64)
-    return pl.DataFrame({
+    frame = pl.DataFrame({
         "ref_id": np.arange(n), "text": _texts(rng, t, None), "feat_z": np.where(z_a, "a", "b"),
         "feat_h": LEVELS[h_idx], "feat_x": x, "feat_t": t,
         "world_draws": pl.Series(_world(rng, n, np.full(n, forcing), world_k), dtype=pl.List(pl.Boolean)),
     })
+    return frame.with_columns(pl.Series("feat_r", (rng.random(n) < r_rate).astype(np.float64)))
 
 
 def _cat(rng, p: np.ndarray, n: int) -> np.ndarray:
@@ -148,7 +152,7 @@ def _cat(rng, p: np.ndarray, n: int) -> np.ndarray:
 
 def pool_frame(rng, pool: str, contexts: int, samples: int, *, p_a: float, pi_h: np.ndarray, mu: tuple[float, float],
                sd_within: float, tau: float, forcing: float, kappa: float, world_k: int = 16,
-               text_shift: bool = True) -> pl.DataFrame:
+               text_shift: bool = True, r_rate: float = 0.3) -> pl.DataFrame:
     """C x S draws of one pool; each context draws its own P(z=a), P(h), x offset, forcing share and alpha use.
 
     Context effects average out exactly: Beta/Dirichlet draws with the planted means, a normal x
@@ -165,9 +169,11 @@ def pool_frame(rng, pool: str, contexts: int, samples: int, *, p_a: float, pi_h:
     alpha_c = 0.5 + rng.uniform(-0.2, 0.2, contexts)[c]
     f_c = rng.beta(forcing * kappa, (1 - forcing) * kappa, contexts)[c] if 0 < forcing < 1 else np.full(n, forcing)
     texts = _texts(rng, t, alpha_c, text_shift)
+    world = _world(rng, n, f_c, world_k)
+    r = (rng.random(n) < rng.beta(r_rate * kappa, (1 - r_rate) * kappa, contexts)[c]).astype(np.float64)
     return draws_frame(pool, c, np.tile(np.arange(samples), contexts), texts, {
-        "feat_z": np.where(z_a, "a", "b"), "feat_h": LEVELS[h_idx], "feat_x": x, "feat_t": t,
-    }, _world(rng, n, f_c, world_k))
+        "feat_z": np.where(z_a, "a", "b"), "feat_h": LEVELS[h_idx], "feat_x": x, "feat_t": t, "feat_r": r,
+    }, world)
 
 
 def draws_frame(pool: str, context: np.ndarray, sample: np.ndarray, texts, feats: dict, world) -> pl.DataFrame:
@@ -207,14 +213,15 @@ def selections(draws: pl.DataFrame) -> list[Selection]:
 
 def planted(rng: np.random.Generator, *, tv: float = 0.1, w1: float = 0.25, n_ref: int = 800, contexts: int = 40,
             samples: int = 5, kappa: float = 6.0, tau: float = 0.6, p_success: float = 0.7, forcing: float = 0.2,
-            mimic_forcing: float = 0.35, text_shift: bool = True, n_boot: int = 200, seed: int = 0) -> Planted:
+            mimic_forcing: float = 0.35, text_shift: bool = True, r_ref: float = 0.3, r_mimic: float = 0.15,
+            n_boot: int = 200, seed: int = 0) -> Planted:
     """One planted data set and its exact estimands (see the module docstring)."""
     sd = float(np.hypot(1.0, tau))  # reference sd = total mimic sd, so x shifts are pure location shifts
-    ref = reference_frame(rng, n_ref, sd=sd, forcing=forcing)
+    ref = reference_frame(rng, n_ref, sd=sd, forcing=forcing, r_rate=r_ref)
     pi_shift = PI_REF + tv * SHIFT_DIRECTION
     mu_a = 1.0 + w1 * 2 * SQ * sd  # W1 over the reference IQR = w1
     prompt = pool_frame(rng, "prompt:a", contexts, samples, p_a=p_success, pi_h=pi_shift, mu=(mu_a, 0.0),
-                        sd_within=1.0, tau=tau, forcing=mimic_forcing, kappa=kappa, text_shift=text_shift)
+                        sd_within=1.0, tau=tau, forcing=mimic_forcing, kappa=kappa, text_shift=text_shift, r_rate=r_mimic)
     mu_none = (1.5, 0.0)
     none = pool_frame(rng, "none", contexts, samples, p_a=0.4, pi_h=pi_shift, mu=mu_none, sd_within=1.0, tau=tau,
                       forcing=mimic_forcing, kappa=kappa, text_shift=text_shift)
@@ -227,6 +234,8 @@ def planted(rng: np.random.Generator, *, tv: float = 0.1, w1: float = 0.25, n_re
         ("latent_shift", "prompt:a", "x"): w1,
         ("lift_shift", "prompt:a", "x"): mu_a - 1.0,
         ("lift_shift", "prompt:a", "h=h0"): float(pi_shift[0] - PI_REF[0]),
+        ("latent_shift", "prompt:a", "r"): abs(r_mimic - r_ref),
+        ("lift_shift", "prompt:a", "r"): r_mimic - r_ref,
         ("correlation_shift", "none", "x vs z=a"): _pb_corr(0.4, mu_none[0], sd) - _pb_corr(0.5, 1.0, sd),
     }
     mimic_tokens = MIMIC_TOKENS if text_shift else REF_TOKENS
