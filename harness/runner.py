@@ -164,7 +164,7 @@ async def _run_loaded(config: RunConfig, registries: Registries, loaded: Loaded,
             with clock("write_draws"):
                 draws = builder.frame(rows)
                 store.compact(frame=draws)
-            estimates = estimate_phase(config, loaded, draws, manifest, seed=seed, clock=clock, tables=_extra_tables(run_dir))
+            estimates = estimate_phase(config, loaded, draws, manifest, seed=seed, clock=clock, tables=_extra_tables(run_dir, loaded.world, draws))
             with clock("write_estimates"):
                 store.write_frame("estimates.parquet", estimates)
                 store.write_text("estimates.json", estimates_json(estimates))
@@ -365,10 +365,14 @@ async def _field_probs(mimic: Mimic, loaded: Loaded, planned: list, run_dir: Pat
         store.write_frame("field_probs.parquet", frame)
 
 
-def _extra_tables(run_dir: Path) -> dict[str, pl.DataFrame]:
-    """Optional run tables estimators may read (``field_probs.parquet``, written by whoever makes it)."""
+def _extra_tables(run_dir: Path, world: Any = None, draws: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    """Optional run tables estimators may read (``field_probs.parquet``, written by whoever makes it), and
+    the exact forcing set of the drawn texts where the world knows it (bookworld)."""
+    from harness.stats.est_forcing import forcing_set_table
+
     path = run_dir / "field_probs.parquet"
-    return {"field_probs": pl.read_parquet(path)} if path.exists() else {}
+    tables = {"field_probs": pl.read_parquet(path)} if path.exists() else {}
+    return {**tables, **forcing_set_table(world, [] if draws is None else [draws])}
 
 
 def _plan_summary(config: RunConfig, task, planned: list) -> dict[str, Any]:

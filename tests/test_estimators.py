@@ -176,16 +176,26 @@ def test_control_success_respects_weights_and_reports_design_effect():
 
 
 def test_forcing_mass_bound_row_flags_a_measured_distance_above_the_bound():
-    n = 40
-    always = [[True] * 5] * n
-    base = _frame(["a"] * n, h=["h0"] * n, world=always)
-    moved = _frame(["a"] * n, h=["h1"] * n, world=always)
+    # reward@4 is a subset of reward@1 on the same draws (as the control makes it), and m is read from
+    # draw 4, which the selection did not use. h1 items pass draws 1..3, h0 items fail them: reward@4 keeps
+    # only h1 (TV 0.5 from reward@1). Draw 4 lenient to all (draws not exchangeable): m = 1, bound 0,
+    # exceeded. Draw 4 like draws 1..3 (exchangeable): m_1 = 0.5, so m_3 >= 0.5^3 (Jensen), bound 1.75.
+    n = 80
+    h = np.array(["h0", "h1"] * (n // 2))
     task = planted_task(world_k=4)
-    sels = [Selection("reward@1", "reward", "none", None, base, n), Selection("reward@4", "reward", "none", None, moved, n)]
-    ref = base.select("feat_z", "feat_h", "world_draws")
-    rows = ForcingMass().estimate(EstimationInputs(task, ref, pl.concat([base, moved]), sels, n_boot=50))
-    bound = next(r for r in rows if r.feature == "bound")
-    assert bound.point == 0.0 and bound.note["measured_distance"]["h"] == 1.0 and bound.note["bound_exceeded"] is True
+    for lenient, exceeded in ((True, True), (False, False)):
+        later = [True] * n if lenient else list(h == "h1")
+        world = [[True, x, x, x, y] for x, y in zip(h == "h1", later)]
+        frame = _frame(["a"] * n, h=h, world=world)
+        kept = frame.filter(pl.col("world_draws").list.head(4).list.all())
+        sels = [Selection("reward@1", "reward", "none", None, frame, n),
+                Selection("reward@4", "reward", "none", None, kept.with_columns(weight=pl.lit(1 / kept.height)), n)]
+        ref = frame.select("feat_z", "feat_h", "world_draws")
+        rows = ForcingMass().estimate(EstimationInputs(task, ref, frame, sels, n_boot=50))
+        bound = next(r for r in rows if r.feature == "bound")
+        assert bound.note["measured_distance"]["h"] == pytest.approx(0.5) and bound.note["heldout_draws"] == [4, 4]
+        assert bound.point == pytest.approx(0.0 if lenient else 1.75) and bound.note["bound_exceeded"] is exceeded
+        assert ("bound_exceeded" in bound.note.get("flags", [])) is exceeded
     assert {r.feature for r in rows if r.condition == "reference"} == {"K=1", "K=2", "K=4"}  # capped by 1 + K = 5 draws
     assert all(r.note.get("selection_uses_world_draws") for r in rows if r.condition.startswith("reward@") and r.feature != "bound")
 
