@@ -41,9 +41,10 @@ def _json_safe(value):
 
 
 def estimates_frame(rows: Iterable[Estimate]) -> pl.DataFrame:
-    """The estimates table (contract columns, ``note`` as a JSON object string)."""
-    data = [{"estimator": r.estimator, "condition": r.condition, "feature": r.feature, "point": r.point,
-             "lower": r.lower, "upper": r.upper, "n": r.n, "method": r.method,
+    """The estimates table (contract columns, ``note`` as a JSON object string); a missing point or
+    interval end (NaN) is null, as polars, pandas and duckdb read a missing value."""
+    data = [{"estimator": r.estimator, "condition": r.condition, "feature": r.feature, "point": _json_safe(r.point),
+             "lower": _json_safe(r.lower), "upper": _json_safe(r.upper), "n": r.n, "method": r.method,
              "note": json.dumps(_json_safe(dict(r.note)), sort_keys=True, default=str)} for r in rows]
     return pl.DataFrame(data, schema=ESTIMATE_SCHEMA)
 

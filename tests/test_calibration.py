@@ -56,8 +56,55 @@ def test_detection_covers_auc_one_half_when_the_mimic_text_matches():
 def test_no_shift_test_rejects_about_five_percent(design, method):
     reps = 100
     table = null_check(reps, seed=3, n_boot=150, only={"prompt:a"}, **{**SMALL, **design})
-    assert {r["null_method"] for r in table} == {method}
+    # the binary latent r is tested by inverting its exact MOVER interval; the others by resampling
+    assert {r["null_method"] for r in table if r["feature"] != "r"} == {method}
+    assert {r["null_method"] for r in table if r["feature"] == "r"} == {"mover-exact-inversion"}
     lo, hi = binomial_band(reps, 0.05)
     for r in table:
         assert r["rejection"] <= hi, r  # a valid test rejects a true "no shift" at most ~5%
         assert r["debiased"] < r["plug_in"] and abs(r["debiased"]) < r["plug_in"] / 2, r  # the plug-in's bias is removed
+
+
+# The designs people run: few contexts, a context effect as strong as the published runs show
+# (kappa 2: intra-context correlation 1/3, design effect ~3.3 at S = 8), rates near 0 and 1.
+FEW = {"n_ref": 400, "samples": 8, "kappa": 2.0}
+RATES = ["control_success", "latent_shift", "lift_shift", "forcing_mass"]
+
+
+@pytest.mark.parametrize("contexts", [4, 8])
+@pytest.mark.parametrize("scenario", [
+    {"tv": 0.1, "w1": 0.25},
+    {"p_success": 0.03, "r_ref": 0.06, "r_mimic": 0.02, "mimic_forcing": 0.0},
+    {"p_success": 0.97, "r_ref": 0.94, "r_mimic": 0.98, "mimic_forcing": 0.97},
+], ids=["interior", "near-0", "near-1"])
+def test_few_contexts_cover_or_withhold(contexts, scenario):
+    reps = 80
+    table = calibrate(reps, RATES, seed=5, n_boot=150, contexts=contexts, **FEW, **scenario)
+    lo, _ = binomial_band(reps)
+    reported = [r for r in table if r["reps"] >= 20]  # rows with too few reported intervals say nothing yet
+    assert reported, table
+    # exact intervals are conservative by design (est_rates), so only the lower side is a failure here
+    bad = [(r["estimator"], r["condition"], r["feature"], r["coverage"]) for r in reported if r["coverage"] < lo]
+    assert not bad, f"coverage below {lo:.3f} at C = {contexts}: {bad}"
+    assert all(r["out_of_range"] == 0 for r in table)
+    for r in table:  # every interval stays inside its quantity's range
+        if r["estimator"] in ("control_success", "forcing_mass") and r["reps"]:
+            assert 0.0 <= r["mean"] <= 1.0 and r["width"] <= 1.0
+
+
+def test_one_context_reports_no_interval_and_says_why():
+    from harness.stats.synthetic import planted
+
+    import numpy as np
+
+    from harness.stats.calibration import run_one
+
+    p = planted(np.random.default_rng(0), contexts=1, samples=8, n_boot=50)
+    rows = run_one(p, ["control_success", "latent_shift", "lift_shift", "correlation_shift", "forcing_mass"])
+    mimic_rows = {k: r for k, r in rows.items() if k[1] != "reference"}
+    assert mimic_rows
+    for key, r in mimic_rows.items():
+        # never a (zero-width) interval from one context
+        assert all(v is None or np.isnan(v) for v in (r["lower"], r["upper"])), key
+        assert "too_few_contexts" in r["note"]["flags"] and r["note"]["contexts_needed"] == 2, key
+        assert "no_interval" in r["note"], key

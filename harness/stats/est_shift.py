@@ -44,7 +44,8 @@ from harness.stats.common import (clusters_of, column, kind_of, latents, matched
 from harness.stats.distances import Side, code_values, compare
 from harness.stats.est_rates import proportion
 from harness.stats.flags import NO_VARIANCE, TOO_FEW_CONTEXTS, withheld
-from harness.stats.intervals import MIN_CONTEXTS, clipped, clopper_pearson, cluster_stretch, folded, mover_difference, percentile
+from harness.stats.intervals import (MIN_CONTEXTS, clipped, clopper_pearson, cluster_stretch, folded, korn_graubard,
+                                     mover_difference, percentile)
 from harness.values import matches, target_label
 
 
@@ -77,11 +78,12 @@ class LatentShift:
                               Side(mc, mim_cl, grid.size), rng_for(inputs, self.name, sel.condition, h), n_boot,
                               self.interval)
                 lower, upper, method = res.lower, res.upper, res.method
+                p_value, null_method = res.p_value, res.null_method
                 if kind == "binary" and mim_cl.n_clusters >= MIN_CONTEXTS:
-                    diff = binary_difference(values_of(ref.get_column(f"feat_{h}"), kind),
-                                             values_of(mim.get_column(f"feat_{h}"), kind), mim_cl)
-                    lower, upper = folded(*diff)
-                    method = "mover-exact"
+                    y_ref, y_mim = values_of(ref.get_column(f"feat_{h}"), kind), values_of(mim.get_column(f"feat_{h}"), kind)
+                    lower, upper = folded(*binary_difference(y_ref, y_mim, mim_cl))
+                    # the test of "no shift" inverts the same interval, so test and interval agree
+                    method, p_value, null_method = "mover-exact", binary_p_value(y_ref, y_mim, mim_cl), "mover-exact-inversion"
                 flags = interval_gaps(kind, mc, mim_cl, lower)
                 if flags:
                     lower, upper = float("nan"), float("nan")
@@ -90,8 +92,8 @@ class LatentShift:
                     distance="tv" if kind != "numeric" else "w1/iqr", kind=kind, reference=label,
                     n_reference=ref.height, contexts=mim_cl.n_clusters, ess=mim_cl.ess, deff=res.deff,
                     noise_floor=res.noise_floor, noise_floor_sd=res.noise_floor_sd,
-                    debiased=res.point - res.null_mean, null_mean=res.null_mean, p_no_shift=res.p_value,
-                    null_method=res.null_method, sd=res.sd, bootstrap_bias=res.bias, sd_reference=res.sd_reference, sd_mimic=res.sd_mimic,
+                    debiased=res.point - res.null_mean, null_mean=res.null_mean, p_no_shift=p_value,
+                    null_method=null_method, sd=res.sd, bootstrap_bias=res.bias, sd_reference=res.sd_reference, sd_mimic=res.sd_mimic,
                 ))
         return out
 
@@ -107,19 +109,49 @@ def interval_gaps(kind: str, mimic_codes: np.ndarray, clusters: Clusters, lower:
     return {}
 
 
-def exact_side(y: np.ndarray, clusters: Clusters | None) -> tuple[float, float, float]:
-    """(point, lower, upper) of a 0/1 sample's mean: Clopper-Pearson on i.i.d. rows, Korn-Graubard on contexts."""
-    if clusters is None:
-        lower, upper = clopper_pearson(float(y.sum()), y.size)
-        return float(y.mean()), lower, upper
-    res = proportion(y, np.ones_like(y), clusters)
-    return res["point"], res["lower"], res["upper"]
+class ExactSide:
+    """A 0/1 sample's mean with its exact interval at any level: Clopper-Pearson on i.i.d. rows
+    (``clusters`` None), else the interval :func:`harness.stats.est_rates.proportion` uses."""
+
+    def __init__(self, y: np.ndarray, clusters: Clusters | None):
+        y = np.asarray(y, dtype=np.float64)
+        if clusters is None:
+            self.point, self.n_eff, self.contexts, self.plain = float(y.mean()), float(y.size), None, True
+        else:
+            res = proportion(y, np.ones_like(y), clusters)
+            self.point, self.contexts = res["point"], res["contexts"]
+            self.plain = res["method"] == "clopper-pearson"
+            self.n_eff = float(y.size) if self.plain else res["ess"] / res["deff"]
+
+    def at(self, level: float = 0.95) -> tuple[float, float, float]:
+        """(point, lower, upper) at ``level``."""
+        if self.plain:
+            return (self.point, *clopper_pearson(self.point * self.n_eff, self.n_eff, level))
+        return (self.point, *korn_graubard(self.point, self.n_eff, self.contexts, level))
 
 
 def binary_difference(ref: np.ndarray, mim: np.ndarray, mim_clusters: Clusters) -> tuple[float, float]:
     """MOVER interval of mean(mim) - mean(ref) for 0/1 values (reference rows i.i.d.)."""
-    return mover_difference(exact_side(np.asarray(ref, np.float64), None),
-                            exact_side(np.asarray(mim, np.float64), mim_clusters))
+    return mover_difference(ExactSide(ref, None).at(), ExactSide(mim, mim_clusters).at())
+
+
+def binary_p_value(ref: np.ndarray, mim: np.ndarray, mim_clusters: Clusters, steps: int = 30) -> float:
+    """p-value of "no shift" for a binary latent: the smallest alpha whose (1 - alpha) MOVER interval excludes 0."""
+    a, b = ExactSide(ref, None), ExactSide(mim, mim_clusters)
+
+    def excludes(alpha: float) -> bool:
+        lower, upper = mover_difference(a.at(1 - alpha), b.at(1 - alpha))
+        return lower > 0 or upper < 0
+
+    # excludes() is monotone in alpha (a smaller level gives a narrower interval); levels below
+    # 0.001 are not resolved (their t quantiles approach 0), so such p-values read as 1
+    lo, hi = 0.0, 0.999
+    if not excludes(hi):
+        return 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if excludes(mid) else (mid, hi)
+    return float(hi)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
