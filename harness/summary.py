@@ -1,4 +1,8 @@
-"""The per-run summary: a rich table on the terminal and ``summary.md`` in the run directory."""
+"""The per-run summary: a rich table on the terminal and ``summary.md`` in the run directory.
+
+Every row shows its flags (``harness.stats.flags``) beside the number, and a withheld interval
+reads ``no interval (reason)``, never a bare point.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import sys
 from typing import IO, Any
 
 import polars as pl
+
+from harness.stats.flags import describe, flags_of
 
 
 def _fmt(value: Any) -> str:
@@ -17,17 +23,32 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _interval_cell(row: dict[str, Any], note: dict[str, Any], flags: list[str]) -> str:
+    # imported here: the leaderboard package loads scipy, which `import harness.runner` should not pay for
+    from harness.leaderboard.fmt import NO_INTERVAL, has_interval, withheld_reason
+
+    if has_interval(row["lower"], row["upper"]):
+        return f"[{_fmt(row['lower'])}, {_fmt(row['upper'])}]"
+    reason = withheld_reason(note, flags)
+    return NO_INTERVAL + (f" ({reason})" if reason else "")
+
+
 def summary_rows(estimates: pl.DataFrame) -> list[list[str]]:
-    """One row per estimate: condition, estimator, feature, point, 95% interval, n."""
+    """One row per estimate: condition, estimator, feature, point, 95% interval (or ``no interval
+    (reason)``), flags, n."""
+    from harness.leaderboard.score import parse_note
+
     rows = []
     ordered = estimates.sort(["estimator", "condition", "feature"]) if estimates.height else estimates
     for r in ordered.iter_rows(named=True):
+        note = parse_note(r.get("note"))
+        flags = flags_of(note, r.get("method"))
         rows.append([str(r["condition"]), str(r["estimator"]), str(r["feature"]), _fmt(r["point"]),
-                     f"[{_fmt(r['lower'])}, {_fmt(r['upper'])}]", str(r["n"])])
+                     _interval_cell(r, note, flags), describe(flags), str(r["n"])])
     return rows
 
 
-HEADERS = ["condition", "estimator", "feature", "point", "95% interval", "n"]
+HEADERS = ["condition", "estimator", "feature", "point", "95% interval", "flags", "n"]
 
 
 def summary_markdown(manifest: dict[str, Any], estimates: pl.DataFrame) -> str:
@@ -53,6 +74,7 @@ def summary_markdown(manifest: dict[str, Any], estimates: pl.DataFrame) -> str:
 def print_summary(manifest: dict[str, Any], estimates: pl.DataFrame, stream: IO[str] | None = None) -> None:
     """Print the estimates of one run as a table (rich on a terminal, plain text otherwise)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     stream = stream or sys.stdout
@@ -64,5 +86,5 @@ def print_summary(manifest: dict[str, Any], estimates: pl.DataFrame, stream: IO[
     for header in HEADERS:
         table.add_column(header, justify="right" if header in {"point", "n"} else "left")
     for row in summary_rows(estimates):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # "[0.1, 0.2]" and flag texts are data, not rich markup
     Console(file=stream, width=max(100, Console(file=stream).width)).print(table)

@@ -15,10 +15,12 @@ from harness.cli import main
 from harness.errors import DataError, UsageError
 from harness.leaderboard import score
 from harness.leaderboard.document import build_document, load_schema
-from harness.leaderboard.fmt import fmt_interval, fmt_triple, md_escape
+from harness.leaderboard.fmt import fmt_interval, fmt_row, fmt_triple, md_cell, md_escape
+from harness.leaderboard.markdown import rank_text, score_text
 from harness.leaderboard.jsonout import validate
 from harness.leaderboard.runs import load_runs
 from harness.plugins import build_registries
+from harness.stats.flags import describe
 from tests.fixtures.runs.synth import write_run
 
 SECRET = "sk-LIVE-0123456789abcdef"
@@ -176,17 +178,21 @@ def test_markdown_numbers_are_the_json_numbers(built):
     ranking = {row[1]: row for row in tables[heading][1:]}
     for m in section["models"]:
         row = ranking[md_escape(m["model_name"])]
-        assert row[0] == str(m["rank"])
-        assert row[2] == fmt_triple(m["score"]) != "n/a"
+        assert row[0] == rank_text(m) == (m["rank_label"] or str(m["rank"] or "–"))  # "1=" where the ranking shares a rank
+        assert row[2] == md_cell(score_text(m)) != "n/a" and row[2].startswith(fmt_triple(m["score"]))
         assert row[3].startswith(fmt_triple(m["vs_next"])) if m["vs_next"] else row[3] == ""
-    checked = 0
+    checked = flagged = 0
     for e in section["estimates"]:
         table = tables[f"{e['estimator']}#0"]
         col = table[0].index(md_escape(e["model_name"]))
         row = next(r for r in table[1:] if r[0] == e["condition"] and r[1] == e["feature"])
-        assert row[col] == fmt_interval(e["point"], e["lower"], e["upper"])
+        # the number, then its flags beside it (issue 14: tables used to drop them)
+        assert row[col] == md_cell(fmt_row(e)) and row[col].startswith(fmt_interval(e["point"], e["lower"], e["upper"]))
+        for flag in e["flags"]:
+            assert describe([flag]) in row[col]
+        flagged += bool(e["flags"])
         checked += 1
-    assert checked == len(section["estimates"]) > 40
+    assert checked == len(section["estimates"]) > 40 and flagged > 0
 
 
 def test_provenance_has_no_secret_even_if_a_manifest_smuggles_one(built, runs):
@@ -251,7 +257,8 @@ def test_interval_format_follows_the_interval_width():
     assert fmt_interval(0.123, 0.05, 0.2) == "0.12 [0.05, 0.20]"
     assert fmt_interval(0.1234, 0.118, 0.129) == "0.123 [0.118, 0.129]"
     assert fmt_interval(12.34, 10.1, 14.9) == "12.3 [10.1, 14.9]"
-    assert fmt_interval(0.5, None, None) == "0.500"
+    assert fmt_interval(0.5, None, None) == "0.500, no interval"  # issue 14: never a bare, precise-looking point
+    assert fmt_interval(0.5, float("nan"), 0.7, "1 context") == "0.500, no interval (1 context)"
     assert fmt_triple(None) == "n/a"
 
 

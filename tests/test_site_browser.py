@@ -172,3 +172,93 @@ def test_script_payloads_in_outputs_and_names_render_as_inert_text(site, browser
     html = model_page.read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert not re.search(r"<img[^>]*onerror", html)
+
+
+# -- flags and withheld intervals beside their numbers (issue 14) ---------------------------------
+
+WITHHELD_SCORE = "the runs' draws were not saved, so the score cannot be resampled"
+
+
+@pytest.fixture(scope="module")
+def flagged_site(tmp_path_factory):
+    """A site whose estimates carry every flag and two withheld intervals, and whose ranking has a
+    shared rank and a score without interval (set on the document, whatever the score module decides)."""
+    from harness.leaderboard import site as site_module
+    from tests.fixtures.runs.flagged import flag_run
+
+    root = tmp_path_factory.mktemp("flagged-site")
+    planted = flag_run(write_run(root / "runs", model="flagged", shift=0.1, name="Flagged"))
+    write_run(root / "runs", model="plain", shift=0.3, name="Plain")
+    build = site_module.build_document
+
+    def with_withheld_score(data):
+        doc = build(data)
+        for m in doc["sections"][0]["models"]:
+            m.update(rank_label="1=")
+            if m["model"] == "scripted:plain":
+                m.update(flags=["insufficient_data"], no_interval=WITHHELD_SCORE, n_measured=max(0, m["n_cells"] - 1))
+                m["score"] = {**m["score"], "lower": None, "upper": None}
+            else:
+                m.update(flags=[], no_interval=None, score={"point": 0.7, "lower": 0.6, "upper": 0.8})
+        return doc
+
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(site_module, "build_document", with_withheld_score)
+        SiteWriter().write(load_runs([root / "runs"]), out)
+    return out, planted
+
+
+def _estimate_cell(page, estimator: str, model: str, condition: str, feature: str):
+    table = page.locator("h4").filter(has_text=re.compile(f"^{estimator}$")).locator("xpath=following-sibling::div[1]//table")
+    rows = table.locator("tbody tr").filter(has=page.locator("td:nth-child(2)", has_text=re.compile(f"^{re.escape(condition)}$")))
+    row = rows.filter(has=page.locator("td:nth-child(3)", has_text=re.compile(f"^{re.escape(feature)}$"))) \
+              .filter(has=page.locator("td:nth-child(1)", has_text=re.compile(f"^{model}$")))
+    assert row.count() == 1, (estimator, condition, feature)
+    return row.locator("td").nth(3)
+
+
+def test_every_flag_and_missing_interval_appears_beside_its_number(flagged_site, browser):
+    from harness.stats.flags import KNOWN, describe
+
+    site_dir, planted = flagged_site
+    (task_page,) = [p for p in _pages(site_dir) if p.name.startswith("task-")]
+    model_page = next(p for p in _pages(site_dir) if p.name.startswith("model-scripted-flagged"))
+    shown = set()
+    for path in (task_page, model_page):
+        page, watch = _open(browser, path)
+        for p in planted:
+            cell = _estimate_cell(page, p.estimator, "Flagged", p.condition, p.feature)
+            value = cell.locator("span.value").inner_text().strip()
+            assert re.match(r"^-?\d", value), value  # the number comes first, in the same cell as its flags
+            assert ("no interval (" + str(p.reason) + ")" in value) == p.withheld, value
+            assert ("withheld" in (cell.locator("span.value").get_attribute("class") or "")) == p.withheld
+            for flag in p.flags:
+                tag = cell.locator(f'span.tag.flag[data-flag="{flag}"]')
+                assert tag.count() == 1 and tag.inner_text().strip() == describe([flag]) and tag.is_visible(), (p, flag)
+                box, number = tag.bounding_box(), cell.locator("span.value").bounding_box()
+                assert abs(box["y"] - number["y"]) < 3 * number["height"]  # beside the number, not elsewhere on the page
+                shown.add(flag)
+        legend = page.locator("p.legend").first.inner_text()
+        assert all(describe([f]) in legend for f in KNOWN)
+        assert not watch.errors, watch.errors
+        page.close()
+    assert shown == set(KNOWN)
+
+
+def test_a_score_without_interval_and_a_shared_rank_are_shown_in_the_ranking(flagged_site, browser):
+    site_dir, _ = flagged_site
+    for path in (site_dir / "index.html", next(p for p in _pages(site_dir) if p.name.startswith("task-"))):
+        page, watch = _open(browser, path)
+        ranking = page.locator("table.ranking").first
+        plain = ranking.locator("tbody tr").filter(has_text="Plain")
+        flagged = ranking.locator("tbody tr").filter(has_text="Flagged")
+        assert plain.locator("td").nth(0).inner_text().strip() == "1=" == flagged.locator("td").nth(0).inner_text().strip()
+        score = plain.locator("td").nth(2)
+        assert re.match(rf"^\d\.\d{{3}}, no interval \({re.escape(WITHHELD_SCORE)}\)$", score.locator("span.value").inner_text().strip())
+        tag = score.locator('span.tag.flag[data-flag="insufficient_data"]')
+        assert tag.count() == 1 and tag.inner_text().strip() == "insufficient data"
+        assert re.match(r"^\d+ of \d+ measured$", plain.locator("td").nth(4).inner_text().strip())
+        assert flagged.locator("td").nth(2).inner_text().strip() == "0.70 [0.60, 0.80]"  # no flag, no reason
+        assert not watch.errors, watch.errors
+        page.close()

@@ -1,4 +1,5 @@
-"""`mimic leaderboard RESULTS... --out DIR`: merge runs and write Markdown, JSON and a static site."""
+"""`mimic leaderboard RESULTS... --out DIR`: merge runs and write Markdown, JSON, a static site and
+``README.md`` (the findings in words, as `mimic report` writes them)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default=DEFAULT_FORMATS, metavar="LIST",
                         help=f"comma-separated writers (default {DEFAULT_FORMATS}; see `mimic plugins --components`)")
     parser.add_argument("--no-draws", action="store_true", help="read only manifests and estimates (faster; no distributions or examples)")
+    parser.add_argument("--no-findings", action="store_true",
+                        help="do not write README.md (the findings in words; a README.md not written by mimic is never overwritten)")
 
 
 def _say(message: str) -> None:
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    written = publish(args.results, out, build_registries(), formats=formats, with_draws=not args.no_draws, say=_say)
+    written = publish(args.results, out, build_registries(), formats=formats, with_draws=not args.no_draws,
+                      findings=not args.no_findings, say=_say)
     index = out / "index.html"
     for path in written:
         if path.suffix in (".md", ".json") or path == index:

@@ -18,6 +18,7 @@ from harness.leaderboard import chartdata, score
 from harness.leaderboard.fmt import slug
 from harness.leaderboard.runs import scrub_secrets
 from harness.protocols import LeaderboardData
+from harness.stats.flags import flags_of
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -42,7 +43,9 @@ def clean(value: Any) -> Any:
 
 
 def _pool_note(notes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Notes of one cell over several runs: numbers averaged, other values kept when all runs agree."""
+    """Notes of one cell over several runs: numbers averaged, other values kept when all runs agree;
+    flags are the union (a flag of any run qualifies the pooled row) and a withheld interval's reason
+    is kept from the first run that gives one."""
     if len(notes) == 1:
         return notes[0]
     out = {}
@@ -52,15 +55,28 @@ def _pool_note(notes: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = sum(values) / len(values)
         elif all(v == values[0] for v in values):
             out[key] = values[0]
+    flags = sorted({f for n in notes for f in flags_of(n)})
+    if flags:
+        out["flags"] = flags
+    reason = next((n["no_interval"] for n in notes if n.get("no_interval")), None)
+    if reason:
+        out["no_interval"] = reason
     return out
+
+
+def _pooled_end(column: str) -> pl.Expr:
+    """Mean of an interval end over runs; unknown (null) when any run withheld its interval."""
+    values = pl.col(column).fill_nan(None)
+    return pl.when(values.is_null().any()).then(pl.lit(None, dtype=pl.Float64)).otherwise(values.mean()).alias(column)
 
 
 def pooled_estimates(estimates: pl.DataFrame) -> pl.DataFrame:
     """One row per (model, estimator, condition, feature): runs of a model pooled by averaging
-    points and interval ends (the conservative combination of :mod:`harness.leaderboard.score`)."""
+    points and interval ends (the conservative combination of :mod:`harness.leaderboard.score`);
+    a row one of whose runs has no interval has none."""
     keys = ["model", "estimator", "condition", "feature"]
     grouped = estimates.group_by(keys, maintain_order=True).agg(
-        pl.col("model_name").first(), pl.col("point").mean(), pl.col("lower").mean(), pl.col("upper").mean(),
+        pl.col("model_name").first(), pl.col("point").fill_nan(None).mean(), _pooled_end("lower"), _pooled_end("upper"),
         pl.col("n").sum(), pl.col("method").first(), pl.col("note"), pl.col("run_id").n_unique().alias("runs"),
     )
     notes = [json.dumps(_pool_note([score.parse_note(n) for n in ns]), sort_keys=True) for ns in grouped["note"].to_list()]
@@ -113,14 +129,37 @@ def _separation_messages(keys: list[tuple[Any, Any, Any]]) -> list[str]:
     return messages
 
 
+def _estimate_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One pooled estimate as the document holds it, with its flags read once for every writer."""
+    note = score.parse_note(row["note"])
+    entry = {k: row[k] for k in ("model", "model_name", "estimator", "condition", "feature", "point", "lower", "upper", "n", "method", "runs")}
+    return entry | {"note": note, "flags": flags_of(note, row["method"])}
+
+
+def _text_list(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, (list, tuple, set, frozenset)) else []
+
+
+def ranked_extras(r: Any) -> dict[str, Any]:
+    """The optional fields of a ranking line (rank label such as ``1=``, the score's flags, cells
+    measured, why the score has no interval), read defensively so older and newer ``Ranked`` both work."""
+    flags = sorted({*_text_list(getattr(r, "flags", None)), *_text_list(getattr(r.score, "flags", None))})
+    n_measured = getattr(r, "n_measured", None)
+    label = getattr(r, "rank_label", None)
+    reason = getattr(r, "no_interval", None) or getattr(r.score, "no_interval", None)
+    return {"rank_label": None if label is None else str(label), "flags": flags,
+            "n_measured": n_measured if isinstance(n_measured, int) and not isinstance(n_measured, bool) else None,
+            "no_interval": None if not reason else str(reason)}
+
+
 def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, Any]], data: LeaderboardData) -> dict[str, Any]:
     task, version, ref_hash = key
+    reference = data.references.get(str(ref_hash)) if ref_hash is not None else None
     ranked, shared, notes = score.rank_section(est, runs[0].get("task") if runs else None)
     pooled = pooled_estimates(est)
     names = {r.model: r.model_name for r in ranked}
     order = {r.model: i for i, r in enumerate(ranked)}
     pooled = pooled.with_columns(pl.col("model").replace_strict(order, default=len(order)).alias("_order")).sort("estimator", "condition", "feature", "_order")
-    reference = data.references.get(str(ref_hash)) if ref_hash is not None else None
     models = []
     for r in ranked:
         model_runs = [m for m in runs if m["model"].get("model_id") == r.model]
@@ -128,16 +167,12 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, 
             "id": slug(r.model, "model-"), "rank": r.rank, "model": r.model, "model_name": r.model_name, "runs": list(r.runs),
             "score": r.score.as_dict() if r.score else None, "n_cells": r.n_cells,
             "vs_next": ({**r.vs_next.as_dict(), "distinguishable": r.distinguishable_from_next} if r.vs_next else None),
-            "examples": _examples(model_runs, data.draws),
+            "examples": _examples(model_runs, data.draws), **ranked_extras(r),
         })
     return {
         "id": slug(f"{task}|{version}|{ref_hash}", "task-"), "task": task, "task_version": version, "reference_hash": ref_hash,
         "score_cells": [{"condition": c, "feature": f} for c, f in shared], "notes": notes, "models": models,
-        "estimates": [
-            {k: row[k] for k in ("model", "model_name", "estimator", "condition", "feature", "point", "lower", "upper", "n", "method", "runs")}
-            | {"note": score.parse_note(row["note"])}
-            for row in pooled.iter_rows(named=True)
-        ],
+        "estimates": [_estimate_entry(row) for row in pooled.iter_rows(named=True)],
         "charts": {
             "latents": chartdata.latent_charts(runs, data.draws, reference, names),
             "forcing": chartdata.forcing_curves(pooled, names),

@@ -1,11 +1,16 @@
-"""``leaderboard.md``: GitHub-flavoured tables rendered from the leaderboard document."""
+"""``leaderboard.md``: GitHub-flavoured tables rendered from the leaderboard document.
+
+Every number carries its flags beside it and a withheld interval reads ``no interval (reason)``
+(:func:`harness.leaderboard.fmt.fmt_row`); the score column shows the score's own flags and how
+many of the task's cells the model was measured on.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from harness.leaderboard.fmt import fmt_triple, md_escape
+from harness.leaderboard.fmt import flag_legend, fmt_row, fmt_triple, md_cell, md_escape
 
 
 def labels(models: list[dict[str, Any]]) -> dict[str, str]:
@@ -19,7 +24,36 @@ def verdict(vs_next: dict[str, Any] | None) -> str:
     if not vs_next:
         return ""
     text = fmt_triple(vs_next)
-    return text + (" (distinguishable)" if vs_next.get("distinguishable") else " (not distinguishable: interval contains 0)")
+    if vs_next.get("distinguishable"):
+        return text + " (distinguishable)"
+    if vs_next.get("lower") is None or vs_next.get("upper") is None:
+        return text + " (not distinguishable: no interval to decide on)"
+    return text + " (not distinguishable: interval contains 0)"
+
+
+def rank_text(model: dict[str, Any]) -> str:
+    """The rank as shown: the label (``1=`` for a shared rank) when the ranking gives one."""
+    label = model.get("rank_label")
+    return str(label) if label else str(model["rank"] or "–")
+
+
+def score_text(model: dict[str, Any]) -> str:
+    """A model's score with its interval (or ``no interval (reason)``) and the score's flags."""
+    if not model.get("score"):
+        return "n/a"
+    return fmt_row({**model["score"], "flags": model.get("flags") or [], "no_interval": model.get("no_interval")})
+
+
+def cells_text(model: dict[str, Any]) -> str:
+    """``5 of 6 measured`` when the ranking says how many cells were measured, else the cell count."""
+    measured = model.get("n_measured")
+    return f"{measured} of {model['n_cells']} measured" if measured is not None else str(model["n_cells"])
+
+
+def section_flags(section: dict[str, Any]) -> list[str]:
+    """Every flag shown in a section (its estimates' and its scores')."""
+    found = {f for e in section["estimates"] for f in e.get("flags") or []}
+    return sorted(found | {f for m in section["models"] for f in m.get("flags") or []})
 
 
 def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
@@ -59,7 +93,8 @@ def estimate_matrix(section: dict[str, Any]) -> dict[str, tuple[list[str], list[
         by_est.setdefault(e["estimator"], {}).setdefault((e["condition"], e["feature"]), {})[e["model"]] = e
     for est, cells in by_est.items():
         models = [m for m in order if any(m in c for c in cells.values())]
-        rows = [[md_escape(cond), md_escape(feat), *(fmt_triple(cells[(cond, feat)].get(m)) if m in cells[(cond, feat)] else "—" for m in models)] for cond, feat in cells]
+        rows = [[md_escape(cond), md_escape(feat), *(md_cell(fmt_row(cells[(cond, feat)][m])) if m in cells[(cond, feat)] else "—" for m in models)]
+                for cond, feat in cells]
         out[est] = (["Condition", "Feature", *(label[m] for m in models)], rows)
     return out
 
@@ -72,9 +107,10 @@ def render(doc: dict[str, Any]) -> str:
               f"{len(doc['sections'])} section(s) (one per task, task version and reference data hash).", ""]
     for message in doc["messages"]:
         lines += [f"> **Note:** {md_escape(message)}", ""]
-    lines += ["## Synchronisation score", "", md_escape(doc["score"]["definition"]) + ". Higher is better; 1 = the latents move exactly as "
-              "the reference data predicts. Every number is a point estimate with its 95% interval. \"Difference with next\" uses "
-              "the conservative combination; `mimic compare A B` gives a paired test.", ""]
+    lines += ["## Synchronisation score", "", md_escape(str(doc["score"]["definition"]).rstrip(". ")) + ". Higher is better; 1 = the latents move exactly as "
+              "the reference data predicts. Every number is a point estimate with its 95% interval, or \"no interval (reason)\" "
+              "where no calibrated interval exists at that design; flags beside a number qualify it. \"Difference with next\" is a "
+              "model's score minus the next one's, with its interval; `mimic compare A B` compares two models row by row.", ""]
     for section in doc["sections"]:
         label = labels(section["models"])
         lines += [f"## Task {md_escape(section['task'])} v{section['task_version']} · reference {md_escape(section['reference_hash'])}", ""]
@@ -84,10 +120,13 @@ def render(doc: dict[str, Any]) -> str:
             lines += [f"- {md_escape(note)}"]
         if section["notes"]:
             lines.append("")
-        rows = [[str(m["rank"] or "–"), md_escape(label[m["model"]]), fmt_triple(m["score"]), verdict(m["vs_next"]), str(m["n_cells"]), str(len(m["runs"]))]
-                for m in section["models"]]
+        rows = [[md_escape(rank_text(m)), md_escape(label[m["model"]]), md_cell(score_text(m)), md_cell(verdict(m["vs_next"])),
+                 md_cell(cells_text(m)), str(len(m["runs"]))] for m in section["models"]]
         lines += _table(["Rank", "Model", "Synchronisation score", "Difference with next", "Cells", "Runs"], rows, ["---:", "---", "---", "---", "---:", "---:"])
         lines.append("")
+        legend = flag_legend(section_flags(section))
+        if legend:
+            lines += ["Flags in this section: " + "; ".join(md_cell(item) for item in legend) + ".", ""]
         for est, (header, rows) in estimate_matrix(section).items():
             lines += [f"### {md_escape(est)}", ""]
             lines += _table([md_escape(h) for h in header], rows)

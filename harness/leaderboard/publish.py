@@ -1,4 +1,5 @@
-"""Write a leaderboard from run directories through the registered writers (CLI and suites share it)."""
+"""Write a leaderboard from run directories through the registered writers (CLI and suites share it),
+and ``README.md`` beside it: the findings in words (:mod:`harness.leaderboard.prose`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,32 @@ from harness.protocols import BuildContext
 from harness.registry import Registries
 
 DEFAULT_FORMATS = ("markdown", "json", "html")
+README = "README.md"
+
+
+def write_findings(path: Path, text: str, say: Callable[[str], None] = print) -> Path | None:
+    """Write the generated findings to ``path`` unless a file there was not written by the harness
+    (its first line is not the report's marker): a hand-written README is never overwritten."""
+    from harness.leaderboard.prose import MARKER
+
+    if path.exists():
+        try:
+            first = path.read_text(encoding="utf-8").split("\n", 1)[0].strip()
+        except (OSError, UnicodeDecodeError):
+            first = ""
+        if first != MARKER:
+            say(f"kept {path}: it was not written by mimic; `mimic report RESULTS --out {path}` replaces it with the findings")
+            return None
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def publish(results: Iterable[str | Path], out: Path, registries: Registries, *, formats: Iterable[str] = DEFAULT_FORMATS,
-            with_draws: bool = True, say: Callable[[str], None] = print) -> list[Path]:
-    """Merge the runs under ``results`` and write every format into ``out``; return the written paths."""
+            with_draws: bool = True, findings: bool = True, say: Callable[[str], None] = print) -> list[Path]:
+    """Merge the runs under ``results`` and write every format into ``out`` (and, with ``findings``,
+    ``README.md``: the findings in words); return the written paths."""
     from harness.leaderboard.document import build_document
+    from harness.leaderboard.prose import render_report
     from harness.leaderboard.runs import load_runs
 
     formats = [f for f in formats if f]
@@ -38,4 +59,7 @@ def publish(results: Iterable[str | Path], out: Path, registries: Registries, *,
     for fmt in formats:
         writer = create_component(registries.leaderboard_writers, fmt, {}, ctx, where="--format")
         written.extend(Path(p) for p in writer.write(data, out))
+    if findings:
+        readme = write_findings(out / README, render_report(doc, data.manifests), say)
+        written.extend([readme] if readme else [])
     return written

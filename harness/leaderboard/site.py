@@ -3,6 +3,8 @@
 Opens from disk (file://): no server, no network, no inline script. Pages carry a strict
 Content-Security-Policy; Jinja autoescaping renders every user-supplied string (model names,
 task names, outputs, notes) as text; charts are inline SVG built in :mod:`harness.leaderboard.svg`.
+Every number shows its flags as tags in the same cell, and a withheld interval reads
+``no interval (reason)``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import jinja2
 
 from harness.leaderboard import svg
 from harness.leaderboard.document import build_document
-from harness.leaderboard.fmt import fmt_number, fmt_triple
-from harness.leaderboard.markdown import labels, provenance_rows, verdict
+from harness.leaderboard.fmt import FLAG_MEANINGS, flag_legend, fmt_interval, fmt_number, fmt_triple, has_interval, withheld_reason
+from harness.leaderboard.markdown import cells_text, labels, provenance_rows, rank_text, section_flags, verdict
+from harness.stats.flags import describe
 
 HERE = Path(__file__).parent
 CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:"
@@ -28,9 +31,25 @@ def environment() -> jinja2.Environment:
     """Jinja environment over the package's templates, autoescaping everything."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(iv=fmt_triple, num=fmt_number, verdict=verdict)
+    env.filters.update(iv=fmt_triple, num=fmt_number, verdict=verdict, rank=rank_text, cells=cells_text, score=score_value,
+                       flag_words=lambda f: describe([f]), flag_meaning=lambda f: FLAG_MEANINGS.get(f, describe([f])))
     env.globals.update(csp=CSP)
     return env
+
+
+def value_text(entry: dict[str, Any], flags: list[str], reason: str | None = None) -> str:
+    """The number of a cell without its flags (they are tags beside it): interval or ``no interval (reason)``."""
+    lower, upper = entry.get("lower"), entry.get("upper")
+    if not has_interval(lower, upper):
+        reason = reason or withheld_reason(entry.get("note"), flags)
+    return fmt_interval(entry.get("point"), lower, upper, None if has_interval(lower, upper) else reason)
+
+
+def score_value(model: dict[str, Any]) -> str:
+    """A ranked model's score as shown in the ranking (its flags are tags beside it)."""
+    if not model.get("score"):
+        return "n/a"
+    return value_text(model["score"], model.get("flags") or [], model.get("no_interval"))
 
 
 def _estimate_rows(estimates: list[dict[str, Any]], label: dict[str, str]) -> list[dict[str, Any]]:
@@ -39,8 +58,10 @@ def _estimate_rows(estimates: list[dict[str, Any]], label: dict[str, str]) -> li
     for e in estimates:
         note = e.get("note") or {}
         extras = {k: note.get(k) for k in NOTE_KEYS if isinstance(note.get(k), (int, float)) and not isinstance(note.get(k), bool)}
-        rows.append({**e, "label": label.get(e["model"], e["model_name"]), "value": fmt_triple(e), "extras": extras,
-                     "flags": [k for k, v in note.items() if v is True]})
+        flags = list(e.get("flags") or [])
+        rows.append({**e, "label": label.get(e["model"], e["model_name"]), "value": value_text(e, flags), "extras": extras,
+                     "flags": flags, "withheld": not has_interval(e.get("lower"), e.get("upper")),
+                     "tags": [k for k, v in note.items() if v is True and k not in flags]})  # other yes/no notes, e.g. in_floor
     return rows
 
 
@@ -77,7 +98,7 @@ def _section_view(section: dict[str, Any], doc: dict[str, Any], colours: dict[st
     runs = [r for r in doc["runs"] if r["run_id"] in section["runs"] and keep(r["model"])]
     header, prov = provenance_rows(runs)
     return {
-        "section": section, "label": label, "models": models,
+        "section": section, "label": label, "models": models, "legend": flag_legend(section_flags(section)),
         "score_svg": svg.forest_chart(_forest_rows(models, label), "synchronisation score with 95% interval", 0.0, 1.0, colours=colours) if any(m["score"] for m in models) else None,
         "latents": latents,
         "forcing_svg": svg.curve_chart(forcing, colours) if forcing else None,
