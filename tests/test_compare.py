@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from harness.cli import main
 from harness.errors import DataError
+from harness.leaderboard import jointboot as jb
 from harness.leaderboard import latents as lt
-from harness.leaderboard.compare import PairedBootstrap, compare, render_text
+from harness.leaderboard.compare import compare, render_text
 from harness.leaderboard.document import build_document
 from harness.leaderboard.runs import load_runs
+from harness.protocols import LeaderboardData
 from tests.fixtures.runs.synth import write_run
 
 N_BOOT = 300  # enough for stable 95% ends on these sizes, and fast
@@ -68,23 +71,30 @@ def test_a_planted_difference_is_found_by_the_paired_bootstrap(root):
     assert "A ranks above B" in text and "A closer to the reference" in text
 
 
-def test_pairing_is_narrower_than_the_conservative_combination(root):
-    paired = compare(_side(root, "with", "good"), _side(root, "with", "bad"), n_boot=N_BOOT)["sections"][0]["score"]
-    plain = compare(_side(root, "without", "good"), _side(root, "without", "bad"), n_boot=N_BOOT)["sections"][0]["score"]
-    assert plain["method"] == "conservative"
+def test_pairing_is_narrower_and_scores_without_draws_decide_nothing(root):
+    paired = compare(_side(root, "with", "twin-a"), _side(root, "with", "twin-b"), n_boot=N_BOOT)["sections"][0]["score"]
+    unpaired = compare(_side(root, "with", "twin-a"), _side(root, "with", "late"), n_boot=N_BOOT)["sections"][0]["score"]
     width = lambda iv: iv["upper"] - iv["lower"]  # noqa: E731
-    assert width(paired["difference"]) < width(plain["difference"])
-    a, b = plain["a"], plain["b"]
-    assert plain["difference"]["lower"] == pytest.approx(a["lower"] - b["upper"])
-    assert plain["difference"]["upper"] == pytest.approx(a["upper"] - b["lower"])
+    assert paired["method"] == "paired-cluster-bootstrap" and unpaired["method"] == "cluster-bootstrap"
+    assert width(paired["difference"]) < width(unpaired["difference"])
+    # issue 14: without draws the score cannot be resampled; the old "mean of the cells' ends" is gone
+    result = compare(_side(root, "without", "good"), _side(root, "without", "bad"), n_boot=N_BOOT)
+    plain = result["sections"][0]["score"]
+    assert plain["a"]["lower"] is None and plain["flags_a"] == ["insufficient_data"] == plain["flags_b"]
+    assert plain["difference"]["point"] == pytest.approx(plain["a"]["point"] - plain["b"]["point"])
+    assert plain["difference"]["lower"] is None and not plain["distinguishable"]
+    assert "not decided: A's score has no interval" in render_text(result)
 
 
-def test_a_run_against_itself_differs_by_exactly_zero(root):
+def test_a_run_against_itself_is_no_interval_not_exactly_equal(root):
     side = _side(root, "with", "good")
-    section = compare(side, side, n_boot=N_BOOT)["sections"][0]
-    assert section["score"]["difference"] == {"point": 0.0, "lower": 0.0, "upper": 0.0}
-    assert not section["score"]["distinguishable"]
-    assert "not distinguishable" in render_text(compare(side, side, n_boot=N_BOOT))
+    result = compare(side, side, n_boot=N_BOOT)
+    section = result["sections"][0]
+    # issue 14: a difference whose replicates show no variance has no interval, not a zero-width one
+    assert section["score"]["difference"] == {"point": 0.0, "lower": None, "upper": None}
+    assert not section["score"]["distinguishable"] and section["score"]["not_decided"] == "no interval (no variance)"
+    assert all(not c["distinguishable"] for c in section["cells"])
+    assert "not decided: no interval (no variance)" in render_text(result)
 
 
 def test_equally_good_models_are_not_distinguishable(root):
@@ -102,22 +112,63 @@ def test_runs_without_a_shared_seed_are_compared_unpaired(root):
     assert any("share no seed" in n for n in result["notes"])
 
 
-def test_paired_weights_resample_a_shared_context_once_for_both(root):
+def test_joint_weights_give_a_shared_context_one_weight_for_both(root):
     a, b = _side(root, "with", "good"), _side(root, "with", "bad")
     info = lt.task_info(a.manifests[0])
-    da = next(iter(a.draws.values())).with_columns(_seed=0)
-    db = next(iter(b.draws.values())).with_columns(_seed=0)
-    boot = PairedBootstrap(info, next(iter(a.references.values())), da, db, n_boot=50, seed=1)
-    assert boot.paired
-    key = lambda f: (f["pool"] + "/" + f["context_id"].cast(str)).to_list()  # noqa: E731
-    first_a, first_b = key(da).index("none/3"), key(db).index("none/3")
-    assert np.array_equal(boot.w_a[:, first_a], boot.w_b[:, first_b])
-    rep_a, rep_b, pa, pb = boot.distances("prompt:5", "genre")
-    ref = next(iter(a.references.values()))
-    rows = lt.condition_rows(da, info, "prompt:5")
-    assert pa == pytest.approx(lt.distance("categorical", lt.values_of(lt.reference_rows(ref, info, "prompt:5"), "genre", "categorical"),
-                                           lt.values_of(rows, "genre", "categorical")))
-    assert rep_a.shape == rep_b.shape == (50,)
+    sides = {name: jb.side_draws(d.manifests, d.draws) for name, d in (("A", a), ("B", b))}
+    reference = next(iter(a.references.values()))
+    boot = jb.JointBootstrap(info, reference, sides, n_boot=50, seed=1)
+    assert boot.paired("A", "B")
+    ctx = lambda f: f.filter((pl.col("pool") == "none") & (pl.col("context_id") == 3))["_ctx"].unique().to_list()  # noqa: E731
+    assert ctx(boot.sides["A"]) == ctx(boot.sides["B"])  # the same prompt: one context, one weight column
+    assert len(boot.keys) == 24  # 3 pools x 8 contexts, each with its own exemplars in this fixture
+    cell_a, cell_b = boot.cell("A", "prompt:5", "genre"), boot.cell("B", "prompt:5", "genre")
+    rows = lt.condition_rows(sides["A"], info, "prompt:5")
+    ref = lt.values_of(lt.reference_rows(reference, info, "prompt:5"), "genre", "categorical")
+    assert cell_a.point == pytest.approx(lt.distance("categorical", ref, lt.values_of(rows, "genre", "categorical")))
+    assert cell_a.replicates.shape == cell_b.replicates.shape == (50,) and cell_a.contexts == cell_b.contexts
+    assert boot.cell("A", "prompt:5", "no-such-latent") is None
+
+
+def test_few_cluster_interval_follows_cr1_and_t():
+    from scipy.stats import t as t_dist
+
+    reps = np.random.default_rng(0).normal(0.5, 0.05, 400)
+    spread = jb.few_cluster_interval(0.5, reps, 4, 0.0, 1.0)
+    half = t_dist.ppf(0.975, 3) * np.sqrt(4 / 3) * reps.std(ddof=1)
+    assert (spread.lower, spread.upper) == pytest.approx((0.5 - half, 0.5 + half)) and spread.flags == ()
+    assert jb.few_cluster_interval(0.98, reps, 4, 0.0, 1.0).upper == 1.0  # cut to the score's range
+    one = jb.few_cluster_interval(0.5, reps, 1, 0.0, 1.0)
+    assert one.lower is None and one.flags == ("too_few_contexts",) and "1 context" in one.reason
+    flat = jb.few_cluster_interval(0.0, np.zeros(400), 8, -1.0, 1.0)
+    assert flat.lower is None and flat.flags == ("no_variance",)
+
+
+def _rows_side(label: str, rows: list[tuple[str, float, float, float, dict]]) -> LeaderboardData:
+    """A side with hand-written estimate rows and no draws."""
+    run_id = f"r-{label}"
+    estimates = pl.DataFrame([{
+        "run_id": run_id, "model": f"m:{label}", "model_name": label, "task": "t", "task_version": 1, "reference_hash": "h",
+        "condition": "none", "estimator": est, "feature": "f", "point": p, "lower": lo, "upper": hi, "n": 8, "method": "x",
+        "note": json.dumps(note)} for est, p, lo, hi, note in rows])
+    return LeaderboardData(estimates, [{"run_id": run_id, "seed": 0, "model": {"model_id": f"m:{label}"}}], {}, {})
+
+
+def test_rows_decide_only_where_both_sides_carry_a_calibrated_interval():
+    nan = float("nan")
+    a = _rows_side("a", [("zero_width", 0.81, 0.0, 1.0, {}), ("withheld", 0.32, 0.06, 0.57, {}),
+                         ("flagged", 0.9, 0.8, 1.0, {"flags": ["low_ess"]}), ("fine", 0.8, 0.7, 0.9, {}), ("overlap", 0.5, 0.3, 0.7, {})])
+    b = _rows_side("b", [("zero_width", 0.0, 0.0, 0.0, {}), ("withheld", 0.201, nan, nan, {"no_interval": "1 context", "flags": ["too_few_contexts"]}),
+                         ("flagged", 0.2, 0.1, 0.3, {}), ("fine", 0.2, 0.1, 0.3, {}), ("overlap", 0.4, 0.2, 0.6, {})])
+    result = compare(a, b, n_boot=N_BOOT)
+    rows = {c["estimator"]: c for c in result["sections"][0]["cells"]}
+    assert rows["zero_width"]["not_decided"] == "B's interval has zero width"
+    assert rows["withheld"]["not_decided"] == "B has no interval (1 context)"
+    assert rows["flagged"]["not_decided"] == "A is flagged low ESS"
+    assert not any(rows[k]["distinguishable"] for k in ("zero_width", "withheld", "flagged", "overlap"))
+    assert rows["fine"]["distinguishable"] and rows["fine"]["not_decided"] is None and rows["fine"]["method"] == "conservative"
+    text = render_text(result)
+    assert "not decided: B's interval has zero width" in text and "A higher" in text
 
 
 def test_different_reference_data_is_never_compared(root):

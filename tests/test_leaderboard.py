@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import polars as pl
 import pytest
 
@@ -77,10 +78,13 @@ def test_runs_of_one_model_are_pooled_and_ranked(runs):
     doc = build_document(load_runs([runs]))
     section = next(s for s in doc["sections"] if s["reference_hash"] == f"{7:016x}")
     ranked = [m["model"] for m in section["models"]]
-    assert ranked == ["scripted:good", "scripted:mid", "scripted:bad"]
-    bad = section["models"][2]
-    assert len(bad["runs"]) == 2 and bad["rank"] == 3
-    assert section["models"][0]["vs_next"]["point"] == pytest.approx(section["models"][0]["score"]["point"] - section["models"][1]["score"]["point"])
+    # issue 14: "mid" saved no draws, so its score cannot be resampled: no interval, no rank, listed after the ranked ones
+    assert ranked == ["scripted:good", "scripted:bad", "scripted:mid"]
+    good, bad, mid = section["models"]
+    assert len(bad["runs"]) == 2 and (good["rank"], bad["rank"], mid["rank"]) == (1, 2, None)
+    assert mid["flags"] == ["insufficient_data"] and mid["score"]["lower"] is None and mid["score"]["point"] is not None
+    assert good["vs_next"]["point"] == pytest.approx(good["score"]["point"] - bad["score"]["point"])
+    assert good["vs_next"]["distinguishable"] is True and good["vs_next"]["lower"] > 0  # paired: the same reference weights
 
 
 def test_different_reference_hashes_are_never_ranked_together(built):
@@ -224,33 +228,119 @@ TASK = {"controls": [{"type": "none"}, {"type": "prompt"}, {"type": "filter"}], 
         "latents": ["h", "z"]}
 
 
-def test_score_is_the_documented_formula():
+def test_score_without_draws_is_the_documented_formula_with_no_interval():
     rows = [
-        _est("a", "prompt:1", "h", 0.30, 0.10, 0.40, debiased=0.20),  # basic interval kept: cell 0.80 [0.60, 0.90]
-        _est("a", "filter:1", "h", 0.50, 0.40, 0.70, debiased=0.45, method="bootstrap-percentile"),  # moved by 0.05: 0.55 [0.35, 0.65]
+        _est("a", "prompt:1", "h", 0.30, 0.10, 0.40, debiased=0.20),  # the plug-in, not the debiased value: cell 0.70
+        _est("a", "filter:1", "h", 0.547, 0.4, 0.7, debiased=-6.55),  # a stretched null's debiased -6.55 used to score 1: 0.453
         _est("a", "none", "h", 0.9, 0.8, 1.0),  # not a score cell (no proxy condition)
         _est("a", "prompt:1", "h", 0.9, 0.8, 1.0, estimator="lift_shift"),  # not the shift estimator
-        _est("b", "prompt:1", "h", 1.40, 1.20, 1.60),  # W1/IQR above 1 clips to a cell score of 0 [0, 0]
-        _est("b", "filter:1", "h", 0.10, -0.05, 0.20),  # 0.90 [0.80, 1.00]
+        _est("b", "prompt:1", "h", 1.40, 1.20, 1.60),  # W1/IQR above 1: cell 0
+        _est("b", "filter:1", "h", 0.10, -0.05, 0.20),  # 0.90
         _est("b", "filter:9", "h", 0.0, 0.0, 0.0),  # not a cell of the task: ignored
-        _est("c", "none", "h", 0.1, 0.0, 0.2),  # ran the estimator, measured on no score cell: 0
+        _est("c", "none", "h", 0.1, 0.0, 0.2),  # ran the estimator, measured on no score cell: no score
         _est("d", "prompt:1", "z", 0.9, 0.8, 1.0, estimator="control_success"),  # never ran latent_shift: unranked
-        _est("e", "prompt:1", "h", 0.20, 0.10, 0.30),  # 0.80 [0.70, 0.90], and filter:1 missing counts as 0
+        _est("e", "prompt:1", "h", 0.20, 0.10, 0.30),  # 0.80; filter:1 unmeasured is left out, not counted as 0
     ]
     ranked, cells, notes = score.rank_section(pl.DataFrame(rows), TASK)
     assert cells == [("filter:1", "h"), ("prompt:1", "h")]
     by = {r.model: r for r in ranked}
-    expected = {"a": (0.675, 0.475, 0.775), "b": (0.45, 0.40, 0.50), "e": (0.40, 0.35, 0.45), "c": (0.0, 0.0, 0.0)}
-    for model, (point, lower, upper) in expected.items():
-        assert (by[model].score.point, by[model].score.lower, by[model].score.upper) == pytest.approx((point, lower, upper)), model
-    assert [r.model for r in ranked] == ["a", "b", "e", "c", "d"] and by["d"].rank is None and by["d"].score is None
-    assert by["a"].vs_next.lower == pytest.approx(by["a"].score.lower - by["b"].score.upper)
-    assert by["a"].distinguishable_from_next is False and by["e"].distinguishable_from_next is True  # -0.025 vs +0.35
+    expected = {"a": (0.5765, 2), "b": (0.45, 2), "e": (0.80, 1)}
+    for model, (point, measured) in expected.items():
+        r = by[model]
+        assert r.score.point == pytest.approx(point) and r.n_measured == measured and r.n_cells == 2, model
+        # no saved draws: nothing to resample, so no interval and no rank (never the old mean of the cells' ends)
+        assert r.score.lower is None and r.score.upper is None and r.flags == ("insufficient_data",) and r.rank is None
+    assert [r.model for r in ranked] == ["e", "a", "b", "c", "d"] and by["c"].score is None and by["d"].score is None
+    assert by["e"].vs_next.point == pytest.approx(0.80 - 0.5765) and by["e"].vs_next.lower is None
+    assert by["e"].distinguishable_from_next is False
     assert any("prompt:2/h" in n and "left out" in n for n in notes)
-    assert any(n.startswith("e:") and "filter:1/h" in n and "counted as 0" in n for n in notes)
+    assert any(n.startswith("e:") and "filter:1/h" in n and "left out of its score" in n for n in notes)
+    assert any(n.startswith("c:") and "measured on none" in n for n in notes)
     assert any(n.startswith("d:") and "unranked" in n for n in notes)
+    assert any(n.startswith("a:") and "not ranked" in n and "not saved" in n for n in notes)
     alone, _, _ = score.rank_section(pl.DataFrame([r for r in rows if r["model"] == "a"]), TASK)
     assert alone[0].score == by["a"].score  # a score does not depend on the other models
+
+
+def _rewrite_draws(run_dir: Path, keep: pl.Expr, **columns: pl.Expr) -> None:
+    draws = pl.read_parquet(run_dir / "draws.parquet")
+    draws.filter(keep).with_columns(**columns).write_parquet(run_dir / "draws.parquet")
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> tuple[Path, dict]:
+    """Two equally good models, a bad one, one with a single context and one thin on rating-5 items."""
+    root = tmp_path_factory.mktemp("scored")
+    for model, shift in (("good", 0.05), ("twin", 0.05), ("bad", 0.6), ("one", 0.05), ("thin", 0.05)):
+        write_run(root, model=model, shift=shift)
+    _rewrite_draws(next(root.glob("*-one-*")), pl.col("context_id") == 0, exemplar_ids=pl.lit([0, 1, 2]))  # one prompt in all pools
+    thin = (pl.col("pool") != "none") | (pl.col("feat_rating") != 5.0) | (pl.col("sample_index") + pl.col("context_id") == 0)
+    _rewrite_draws(next(root.glob("*-thin-*")), thin)
+    data = load_runs([root])
+    ranked, cells, notes = score.rank_section(data.estimates, data.manifests[0]["task"], runs=data.manifests, draws=data.draws,
+                                              reference=next(iter(data.references.values())))
+    return data, {"ranked": {r.model: r for r in ranked}, "order": [r.model for r in ranked], "cells": cells, "notes": notes}
+
+
+def _plug_in_score(data, model: str, cells) -> tuple[float, int]:
+    """The documented point, recomputed straight from the draws: mean of 1 - min(1, d) over measured cells."""
+    from harness.leaderboard import latents as lt
+
+    info = lt.task_info(data.manifests[0])
+    reference = next(iter(data.references.values()))
+    draws = pl.concat([d for run, d in data.draws.items() if f"-{model}-" in run])
+    values = []
+    for condition, latent in cells:
+        kind = "numeric" if latent == "length" else "categorical" if latent == "genre" else "binary"
+        ref = lt.values_of(lt.reference_rows(reference, info, condition), latent, kind)
+        mim = lt.values_of(lt.condition_rows(draws, info, condition), latent, kind)
+        if mim.size >= 2:
+            values.append(1 - min(1.0, lt.distance(kind, ref, mim)))
+    return sum(values) / len(values), len(values)
+
+
+def test_score_comes_from_one_joint_bootstrap(scored):
+    from scipy.stats import t as t_dist
+
+    from harness.leaderboard import jointboot as jb
+    from harness.leaderboard import latents as lt
+
+    data, out = scored
+    good = out["ranked"]["scripted:good"]
+    point, measured = _plug_in_score(data, "good", out["cells"])
+    assert good.score.point == pytest.approx(point) and good.n_measured == measured == good.n_cells == 12
+    # the interval: one bootstrap of the whole score, point +- t(C-1) sqrt(C/(C-1)) sd, C = contexts behind it
+    runs = data.manifests
+    sides = {m["model"]["model_id"]: jb.side_draws([m], data.draws) for m in runs}
+    boot = jb.JointBootstrap(lt.task_info(runs[0]), next(iter(data.references.values())), sides)
+    reps, _ = boot.score("scripted:good", out["cells"])
+    c = good.contexts  # the contexts behind the score's cells (a none-pool context with no rating 1 or 5 item is behind none)
+    assert 20 <= c <= 24 and reps.n_contexts == c
+    half = t_dist.ppf(0.975, c - 1) * np.sqrt(c / (c - 1)) * reps.replicates.std(ddof=1)
+    assert (good.score.lower, good.score.upper) == pytest.approx((point - half, min(1.0, point + half)))
+    assert 0.0 <= good.score.lower < good.score.point < good.score.upper <= 1.0
+
+
+def test_unmeasured_cells_are_left_out_and_one_context_is_not_ranked(scored):
+    data, out = scored
+    thin, one = out["ranked"]["scripted:thin"], out["ranked"]["scripted:one"]
+    point, measured = _plug_in_score(data, "thin", out["cells"])
+    assert thin.n_measured == measured == 9 and thin.n_cells == 12 and thin.score.point == pytest.approx(point)
+    assert any(n.startswith("scripted:thin:") and "not measured on 3 of 12" in n and "left out of its score" in n for n in out["notes"])
+    assert thin.rank is not None and thin.score.lower is not None
+    # one context (one prompt shown in every pool): no interval, and no rank
+    assert one.contexts == 1 and one.score.lower is None and one.flags == ("too_few_contexts",) and one.rank is None
+    assert "1 context" in one.no_interval and out["order"][-1] == "scripted:one"
+
+
+def test_ranks_are_shared_unless_the_paired_difference_is_decided(scored):
+    _, out = scored
+    good, twin, bad = (out["ranked"][f"scripted:{m}"] for m in ("good", "twin", "bad"))
+    assert bad.score.point < min(good.score.point, twin.score.point)
+    assert bad.rank == 1 + sum(r.rank is not None and r.model != bad.model for r in out["ranked"].values())  # every ranked model beats it
+    assert good.rank == twin.rank == 1 and good.rank_label == twin.rank_label == "1="
+    first = out["ranked"][out["order"][0]]
+    assert first.vs_next is not None and first.vs_next.lower <= 0 <= first.vs_next.upper and first.distinguishable_from_next is False
 
 
 def test_interval_format_follows_the_interval_width():

@@ -4,111 +4,63 @@ Cells are matched by (estimator, condition, feature) within a section (task, tas
 reference hash: runs on different reference data are never compared). For each cell the
 difference is A - B of the estimates' points, with a 95% interval from:
 
-- ``paired-cluster-bootstrap``: for latent shifts under ``none``, ``prompt:<v>`` and ``filter:<v>``
-  when both sides saved draws and the reference table. Contexts (seed, context id) are resampled
-  jointly for A and B, so a context whose prompt (same exemplars) both models saw counts once, and
-  the reference rows are resampled once for both, so reference noise cancels. The bootstrap runs
-  on plug-in distances; its percentile interval is moved to centre on the estimates' difference.
-  When the two sides' contexts do not share exemplars (different seeds), the contexts are
-  resampled independently (``cluster-bootstrap``) and the reference stays shared.
-- ``conservative``: otherwise, [l_A - u_B, u_A - l_B] (half-widths add: sd(A - B) <= sd(A) + sd(B)).
+- ``paired-cluster-bootstrap``: latent shifts under ``none``, ``prompt:<v>`` and ``filter:<v>``
+  when both sides saved draws and the reference table. One joint bootstrap
+  (:mod:`harness.leaderboard.jointboot`) reweights contexts and reference rows; a context both
+  models saw with the same exemplars carries one weight for both, and the reference weights are
+  shared, so reference noise cancels. The interval is the difference +- t_{C-1} sqrt(C/(C-1)) sd of
+  the replicates' differences (CR1 + t(C-1): a percentile interval covers ~80% at 4 contexts).
+  ``cluster-bootstrap`` when the two sides share no context (different seeds).
+- ``conservative``: otherwise, [l_A - u_B, u_A - l_B] (half-widths add: sd(A - B) <= sd(A) + sd(B)),
+  which covers at least as often as the two intervals it is built from.
 
-The synchronisation score difference gets the same treatment over the score's cells (the paired
-bootstrap only when both sides were measured on every cell). When an interval contains 0 the two
-are reported as not distinguishable.
+A row decides only where both sides carry an interval calibrated at their design: no verdict
+("not decided: <reason>") when either side has no interval, one of zero width, or a flag in
+:data:`harness.stats.flags.UNDECIDABLE`, nor when the difference has none (fewer than 2
+contexts, or replicates without spread: "no variance", e.g. both sides all zeros). The
+synchronisation score difference comes from the same replicates (:mod:`harness.leaderboard.score`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from harness.leaderboard import jointboot as jb
 from harness.leaderboard import latents as lt
 from harness.leaderboard import score
 from harness.leaderboard.document import clean, pooled_estimates
+from harness.stats.flags import UNDECIDABLE, describe, flags_of
 
 _SECTION = ("task", "task_version", "reference_hash")
+_CELL = ("estimator", "condition", "feature")
 
 
-def _clusters(frame: pl.DataFrame) -> np.ndarray:
-    return (frame["_seed"].cast(pl.Utf8) + "/" + frame["context_id"].cast(pl.Utf8)).to_numpy()
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _side_draws(runs: Sequence[Mapping[str, Any]], draws: Mapping[str, pl.DataFrame]) -> pl.DataFrame | None:
-    frames = []
-    for m in runs:
-        frame = draws.get(m["run_id"])
-        if frame is None or not {"pool", "context_id"} <= set(frame.columns):
-            return None  # one run without draws: the side cannot be resampled as a whole
-        frames.append(frame.with_columns(pl.lit(int(m.get("seed") or 0)).alias("_seed")))
-    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+def side_problem(row: Mapping[str, Any], flags: list[str], label: str) -> str | None:
+    """Why a side's row cannot decide a comparison (None when it can)."""
+    if not (_finite(row["lower"]) and _finite(row["upper"])):
+        why = score.parse_note(row.get("note")).get("no_interval")
+        return f"{label} has no interval" + (f" ({why})" if why else "")
+    if row["upper"] - row["lower"] <= 0:
+        return f"{label}'s interval has zero width"
+    bad = [f for f in flags if f in UNDECIDABLE]
+    return f"{label} is flagged {describe(bad)}" if bad else None
 
 
-def contexts_paired(a: pl.DataFrame, b: pl.DataFrame) -> bool:
-    """Whether contexts with the same (seed, pool, context id) showed both models the same exemplars."""
-    if "exemplar_ids" not in a.columns or "exemplar_ids" not in b.columns:
-        return False
-    keys = ["_seed", "pool", "context_id"]
-    ea = a.group_by(keys).agg(pl.col("exemplar_ids").first().alias("ea"))
-    eb = b.group_by(keys).agg(pl.col("exemplar_ids").first().alias("eb"))
-    joined = ea.join(eb, on=keys, how="inner")
-    return joined.height > 0 and bool((joined["ea"] == joined["eb"]).all())
-
-
-class PairedBootstrap:
-    """Bootstrap replicates of plug-in latent distances for two sides sharing one reference table."""
-
-    def __init__(self, info: lt.TaskInfo, reference: pl.DataFrame, a: pl.DataFrame, b: pl.DataFrame, n_boot: int, seed: int):
-        rng = np.random.default_rng(seed)
-        self.info, self.reference, self.a, self.b = info, reference.with_row_index("_ref_row"), a, b
-        self.paired = contexts_paired(a, b)
-        self.w_ref = rng.multinomial(reference.height, np.full(reference.height, 1 / reference.height), n_boot)
-        ca, cb = _clusters(a), _clusters(b)
-        if self.paired:
-            keys = np.unique(np.concatenate([ca, cb]))
-            w = rng.multinomial(keys.size, np.full(keys.size, 1 / keys.size), n_boot)
-            self.w_a, self.w_b = w[:, np.searchsorted(keys, ca)], w[:, np.searchsorted(keys, cb)]
-        else:
-            self.w_a, self.w_b = (self._independent(rng, c, n_boot) for c in (ca, cb))
-
-    @staticmethod
-    def _independent(rng: np.random.Generator, clusters: np.ndarray, n_boot: int) -> np.ndarray:
-        keys, inverse = np.unique(clusters, return_inverse=True)
-        return rng.multinomial(keys.size, np.full(keys.size, 1 / keys.size), n_boot)[:, inverse]
-
-    def distances(self, condition: str, latent: str) -> tuple[np.ndarray, np.ndarray, float, float] | None:
-        """(replicates of D_A, of D_B, plug-in D_A, plug-in D_B) for one cell, or None when not rebuildable."""
-        column = f"feat_{latent}"
-        if column not in self.reference.columns or not lt.rebuildable(condition):
-            return None
-        kind = lt.feature_kind(self.reference[column])
-        ref = lt.reference_rows(self.reference, self.info, condition)
-        if ref is None:
-            return None
-        ref = ref.filter(pl.col(column).is_not_null())
-        out = []
-        for frame, weights in ((self.a, self.w_a), (self.b, self.w_b)):
-            rows = lt.condition_rows(frame.with_row_index("_row"), self.info, condition)
-            if rows is None or column not in rows.columns:
-                return None
-            rows = rows.filter(pl.col(column).is_not_null())
-            if rows.height == 0 or ref.height == 0:
-                return None
-            r_vals, m_vals = lt.values_of(ref, latent, kind), lt.values_of(rows, latent, kind)
-            reps = lt.weighted_distance(kind, r_vals, self.w_ref[:, ref["_ref_row"].to_numpy()], m_vals, weights[:, rows["_row"].to_numpy()])
-            out.append((reps, lt.distance(kind, r_vals, m_vals)))
-        return out[0][0], out[1][0], out[0][1], out[1][1]
-
-
-def _recentred(point: float | None, reps: np.ndarray, centre: float) -> score.Interval | None:
-    """Percentile interval of ``reps`` moved so that ``centre`` (full-data plug-in) sits on ``point``."""
-    if point is None or not np.isfinite(reps).any() or not np.isfinite(centre):
-        return None
-    lo, hi = np.nanpercentile(reps, [2.5, 97.5])
-    return score.Interval(point, point + float(lo) - centre, point + float(hi) - centre)
+def _cell_flags(est: pl.DataFrame) -> dict[tuple[str, str, str], list[str]]:
+    """Every flag any run of a cell carries (pooling must not drop a flag one run raised)."""
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for r in est.iter_rows(named=True):
+        out.setdefault((r["estimator"], r["condition"], r["feature"]), set()).update(flags_of(score.parse_note(r["note"]), r["method"]))
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _cell_rows(est: pl.DataFrame) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -119,49 +71,72 @@ def _iv(row: Mapping[str, Any]) -> score.Interval:
     return score.Interval(row["point"], row["lower"], row["upper"])
 
 
+def _spread_iv(spread: jb.Spread) -> score.Interval:
+    return score.Interval(spread.point, spread.lower, spread.upper)
+
+
+def _bootstrap_difference(boot: jb.JointBootstrap | None, cell: tuple[str, str, str], point: float | None) -> tuple[jb.Spread, str] | None:
+    """The paired replicate interval of a latent-shift row, centred on the estimates' difference."""
+    if boot is None or point is None or not {"A", "B"} <= set(boot.sides) or score.norm_name(cell[0]) not in score.SHIFT_ESTIMATORS:
+        return None
+    a, b = boot.cell("A", cell[1], cell[2]), boot.cell("B", cell[1], cell[2])
+    if a is None or b is None:
+        return None
+    bounded = boot.kind(cell[2]) != "numeric"  # a TV difference lies in [-1, 1]; a W1/IQR one is unbounded
+    low, high = (-1.0, 1.0) if bounded else (-np.inf, np.inf)
+    spread = jb.few_cluster_interval(point, a.replicates - b.replicates, min(a.n_contexts, b.n_contexts), low, high)
+    return spread, "paired-cluster-bootstrap" if a.contexts & b.contexts else "cluster-bootstrap"
+
+
+def _row(cell, ra, rb, flags_a, flags_b, boot) -> dict[str, Any]:
+    """One matched cell: the difference, its method, and whether (and why not) it decides."""
+    diff, how = score.difference(_iv(ra), _iv(rb)), "conservative"
+    problem = side_problem(ra, flags_a, "A") or side_problem(rb, flags_b, "B")
+    boot_diff = _bootstrap_difference(boot, cell, diff.point)
+    if boot_diff is not None:
+        spread, how = boot_diff
+        diff, problem = _spread_iv(spread), problem or (f"no interval ({spread.reason})" if spread.reason else None)
+    elif problem is None and (diff.lower is None or diff.upper is None):
+        problem = "no interval"
+    return {"estimator": cell[0], "condition": cell[1], "feature": cell[2], "a": _iv(ra).as_dict(), "b": _iv(rb).as_dict(),
+            "flags_a": flags_a, "flags_b": flags_b, "difference": diff.as_dict(), "method": how, "not_decided": problem,
+            "distinguishable": problem is None and not diff.contains_zero, "lower_is_better": score.norm_name(cell[0]) in score.SHIFT_ESTIMATORS}
+
+
+def _score_row(shared: list[tuple[str, str]], scores: Mapping[str, score.SideScore]) -> dict[str, Any] | None:
+    """The synchronisation score of both sides and their paired difference."""
+    sa, sb = scores.get("A"), scores.get("B")
+    if sa is None or sb is None or sa.spread is None or sb.spread is None:
+        return None
+    diff = score.paired_difference(sa, sb)
+    problem = next((f"{label}'s score has no interval ({s.spread.reason})" for label, s in (("A", sa), ("B", sb)) if not s.has_interval), None)
+    problem = problem or (f"no interval ({diff.reason})" if diff.reason else None)
+    both = sa.replicates is not None and sb.replicates is not None
+    how = ("paired-cluster-bootstrap" if sa.replicates.contexts & sb.replicates.contexts else "cluster-bootstrap") if both else "none"
+    return {"a": sa.interval.as_dict(), "b": sb.interval.as_dict(), "difference": _spread_iv(diff).as_dict(), "method": how,
+            "cells": len(shared), "measured_a": len(sa.measured), "measured_b": len(sb.measured),
+            "flags_a": list(sa.spread.flags), "flags_b": list(sb.spread.flags), "not_decided": problem,
+            "distinguishable": problem is None and not _spread_iv(diff).contains_zero}
+
+
 def compare_section(key: tuple[Any, ...], est_a: pl.DataFrame, est_b: pl.DataFrame, runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
                     draws: Mapping[str, pl.DataFrame], reference: pl.DataFrame | None, n_boot: int, seed: int) -> dict[str, Any]:
     """Compare two sides on one section."""
+    sides = {"A": score.SideData(est_a, runs_a), "B": score.SideData(est_b, runs_b)}
+    shared, scores, boot, _ = score.score_sides(sides, runs_a[0].get("task"), draws, reference, n_boot, seed)
+    if boot is None and reference is not None:  # neither side ran latent_shift: rows still get their bootstrap
+        pooled = {name: jb.side_draws(side.runs, draws) for name, side in sides.items()}
+        if all(frame is not None for frame in pooled.values()):
+            boot = jb.JointBootstrap(lt.task_info(runs_a[0]), reference, pooled, n_boot, seed)
     cells_a, cells_b = _cell_rows(est_a), _cell_rows(est_b)
-    da, db = _side_draws(runs_a, draws), _side_draws(runs_b, draws)
-    boot = PairedBootstrap(lt.task_info(runs_a[0]), reference, da, db, n_boot, seed) if reference is not None and da is not None and db is not None else None
-    method = ("paired-cluster-bootstrap" if boot.paired else "cluster-bootstrap") if boot else None
-    rows, score_reps = [], {}
-    for cell in sorted(set(cells_a) & set(cells_b), key=str):
-        ra, rb = cells_a[cell], cells_b[cell]
-        diff, how = score.difference(_iv(ra), _iv(rb)), "conservative"
-        is_shift = score.norm_name(cell[0]) in score.SHIFT_ESTIMATORS
-        dist = boot.distances(cell[1], cell[2]) if boot and is_shift else None
-        if dist is not None:
-            rep_a, rep_b, pa, pb = dist
-            boot_iv = _recentred(diff.point, rep_a - rep_b, pa - pb)
-            if boot_iv is not None:
-                diff, how = boot_iv, method
-            if score.is_scored(cell[0], cell[1]):
-                score_reps[(cell[1], cell[2])] = (rep_a, rep_b, pa, pb)
-        rows.append({"estimator": cell[0], "condition": cell[1], "feature": cell[2], "a": _iv(ra).as_dict(), "b": _iv(rb).as_dict(),
-                     "difference": diff.as_dict(), "method": how, "distinguishable": not diff.contains_zero,
-                     "lower_is_better": is_shift})
-    score_a, score_b = score.model_cells(est_a.with_columns(pl.lit("A").alias("model"))), score.model_cells(est_b.with_columns(pl.lit("A").alias("model")))
-    ca, cb = score_a.get("A", {}), score_b.get("A", {})
-    shared, _ = score.score_cells(runs_a[0].get("task"), {"A": ca, "B": cb})
-    sync = None
-    if shared:
-        sa, sb = score.model_score(ca, shared), score.model_score(cb, shared)
-        diff, how = score.difference(sa, sb), "conservative"
-        if all(k in score_reps for k in shared):
-            clip = lambda x: np.clip(x, 0.0, 1.0)  # noqa: E731 - the score's own clipping
-            reps = np.mean([clip(score_reps[k][1]) - clip(score_reps[k][0]) for k in shared], axis=0)
-            centre = float(np.mean([clip(score_reps[k][3]) - clip(score_reps[k][2]) for k in shared]))
-            boot_iv = _recentred(diff.point, reps, centre)
-            if boot_iv is not None:
-                diff, how = boot_iv, method
-        sync = {"a": sa.as_dict(), "b": sb.as_dict(), "difference": diff.as_dict(), "method": how, "cells": len(shared),
-                "distinguishable": not diff.contains_zero}
+    flags_a, flags_b = _cell_flags(est_a), _cell_flags(est_b)
+    rows = [_row(cell, cells_a[cell], cells_b[cell], flags_a.get(cell, []), flags_b.get(cell, []), boot)
+            for cell in sorted(set(cells_a) & set(cells_b), key=str)]
     task, version, ref_hash = key
+    paired = bool(boot and {"A", "B"} <= set(boot.sides) and boot.paired("A", "B"))
     return {"task": task, "task_version": version, "reference_hash": ref_hash, "seeds": sorted({int(m.get("seed") or 0) for m in runs_a + runs_b}),
-            "runs_a": [m["run_id"] for m in runs_a], "runs_b": [m["run_id"] for m in runs_b], "paired_contexts": bool(boot and boot.paired),
-            "score": sync, "cells": rows, "only_a": len(set(cells_a) - set(cells_b)), "only_b": len(set(cells_b) - set(cells_a))}
+            "runs_a": [m["run_id"] for m in runs_a], "runs_b": [m["run_id"] for m in runs_b], "paired_contexts": paired,
+            "score": _score_row(shared, scores), "cells": rows, "only_a": len(set(cells_a) - set(cells_b)), "only_b": len(set(cells_b) - set(cells_a))}
 
 
 def compare(data_a, data_b, *, label_a: str = "A", label_b: str = "B", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -205,12 +180,28 @@ def compare(data_a, data_b, *, label_a: str = "A", label_b: str = "B", n_boot: i
 
 def _verdict(row: Mapping[str, Any], a: str, b: str) -> str:
     diff = row["difference"]
+    if row.get("not_decided"):
+        return f"not decided: {row['not_decided']}"
     if not row["distinguishable"] or diff["point"] is None:
         return "not distinguishable (interval contains 0)"
-    higher = a if diff["point"] > 0 else b
     if row.get("lower_is_better"):
         return f"{b if diff['point'] > 0 else a} closer to the reference"
-    return f"{higher} higher"
+    return f"{a if diff['point'] > 0 else b} higher"
+
+
+def _score_line(sync: Mapping[str, Any] | None) -> str:
+    from harness.leaderboard.fmt import fmt_triple
+
+    if not sync:
+        return "synchronisation score: no shared latent-shift cells under prompt/filter conditions"
+    if sync["not_decided"]:
+        ranking = f"not decided: {sync['not_decided']}"
+    elif sync["distinguishable"]:
+        ranking = "A ranks above B" if sync["difference"]["point"] > 0 else "B ranks above A"
+    else:
+        ranking = "A and B are not distinguishable: the interval of the difference contains 0"
+    return (f"synchronisation score over {sync['cells']} cell(s) (measured: A {sync['measured_a']}, B {sync['measured_b']}): "
+            f"A {fmt_triple(sync['a'])}  B {fmt_triple(sync['b'])}  A - B {fmt_triple(sync['difference'])} ({sync['method']}): {ranking}")
 
 
 def render_text(result: Mapping[str, Any]) -> str:
@@ -222,14 +213,7 @@ def render_text(result: Mapping[str, Any]) -> str:
     for s in result["sections"]:
         pairing = "contexts paired (same exemplars)" if s["paired_contexts"] else "contexts not paired"
         lines.append(f"== {s['task']} v{s['task_version']} · reference {s['reference_hash']} · seeds {', '.join(map(str, s['seeds']))} · {pairing}")
-        sync = s["score"]
-        if sync:
-            ranking = ("A ranks above B" if sync["difference"]["point"] > 0 else "B ranks above A") if sync["distinguishable"] else \
-                "A and B are not distinguishable: the interval of the difference contains 0"
-            lines.append(f"synchronisation score over {sync['cells']} cell(s): A {fmt_triple(sync['a'])}  B {fmt_triple(sync['b'])}  "
-                         f"A - B {fmt_triple(sync['difference'])} ({sync['method']}): {ranking}")
-        else:
-            lines.append("synchronisation score: no shared latent-shift cells under prompt/filter conditions")
+        lines.append(_score_line(s["score"]))
         header = ["estimator", "condition", "feature", "A", "B", "A - B", "method", "verdict"]
         table = [[c["estimator"], c["condition"], str(c["feature"]), fmt_triple(c["a"]), fmt_triple(c["b"]), fmt_triple(c["difference"]),
                   c["method"], _verdict(c, "A", "B")] for c in s["cells"]]

@@ -155,7 +155,7 @@ def ranked_extras(r: Any) -> dict[str, Any]:
 def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, Any]], data: LeaderboardData) -> dict[str, Any]:
     task, version, ref_hash = key
     reference = data.references.get(str(ref_hash)) if ref_hash is not None else None
-    ranked, shared, notes = score.rank_section(est, runs[0].get("task") if runs else None)
+    ranked, shared, notes = score.rank_section(est, runs[0].get("task") if runs else None, runs=runs, draws=data.draws, reference=reference)
     pooled = pooled_estimates(est)
     names = {r.model: r.model_name for r in ranked}
     order = {r.model: i for i, r in enumerate(ranked)}

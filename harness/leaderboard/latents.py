@@ -1,10 +1,11 @@
 """Latent values per condition, read straight from draws and reference tables, and the distances
 (TV, IQR-scaled W1) between them, also as vectorised bootstrap replicates.
 
-Only the conditions that need no world or control plugin are rebuilt here: ``none`` (the ``none``
-pool), ``prompt:<v>`` (items of the ``prompt:<v>`` pool whose proxy came out as v) and ``filter:<v>``
-(``none`` items whose proxy is v), as ``latent_shift`` compares them. Their reference side is
-F(H) for ``none`` and F(H | Z = v) otherwise.
+The distances are :mod:`harness.stats.distances`' (one implementation for the estimators and the
+leaderboard). Only the conditions that need no world or control plugin are rebuilt here:
+``none`` (the ``none`` pool), ``prompt:<v>`` (items of the ``prompt:<v>`` pool whose proxy came out
+as v) and ``filter:<v>`` (``none`` items whose proxy is v), as ``latent_shift`` compares them.
+Their reference side is F(H) for ``none`` and F(H | Z = v) otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from harness.values import matches, target_label
 
@@ -87,46 +89,28 @@ def values_of(frame: pl.DataFrame, latent: str, kind: Kind) -> np.ndarray:
     return column.cast(pl.Float64).to_numpy()
 
 
-def _iqr_rows(sorted_values: np.ndarray, cdf: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per row: the IQR of a weighted sample from inverse-CDF quantiles; its SD when the IQR is 0; 1
-    when both are (the ``latent_shift`` estimator's rule, so the two scale W1 the same way)."""
-    last = sorted_values.size - 1
-    q1 = sorted_values[np.minimum((cdf < 0.25 - 1e-9).sum(axis=1), last)]
-    q3 = sorted_values[np.minimum((cdf < 0.75 - 1e-9).sum(axis=1), last)]
-    total = weights.sum(axis=1)
-    mean = weights @ sorted_values / total
-    sd = np.sqrt(np.maximum(weights @ sorted_values**2 / total - mean**2, 0.0))
-    iqr = q3 - q1
-    return np.where(iqr > 0, iqr, np.where(sd > 0, sd, 1.0))
-
-
 def weighted_distance(kind: Kind, ref: np.ndarray, w_ref: np.ndarray, mod: np.ndarray, w_mod: np.ndarray) -> np.ndarray:
     """D(ref, model) for each row of weights (shape B x n): TV for categorical/binary; for numeric,
-    W1 over the IQR of that row's weighted reference sample.
+    W1 over the IQR of that row's weighted reference sample (:mod:`harness.stats.distances`).
 
     A replicate whose weights on either side sum to 0 gives NaN (the condition is empty there).
     """
+    from harness.stats.distances import code_values
+    from harness.stats.distances import distance as stats_distance
+
     w_ref, w_mod = np.atleast_2d(w_ref).astype(float), np.atleast_2d(w_mod).astype(float)
+    grid, (rc, mc) = code_values(kind, ref, mod)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if kind in ("categorical", "binary"):
-            cats = sorted(set(ref.tolist()) | set(mod.tolist()), key=str)
-            index = {c: i for i, c in enumerate(cats)}
-            one_ref = np.zeros((ref.size, len(cats)))
-            one_ref[np.arange(ref.size), [index[v] for v in ref.tolist()]] = 1
-            one_mod = np.zeros((mod.size, len(cats)))
-            one_mod[np.arange(mod.size), [index[v] for v in mod.tolist()]] = 1
-            p = (w_ref @ one_ref) / w_ref.sum(axis=1, keepdims=True)
-            q = (w_mod @ one_mod) / w_mod.sum(axis=1, keepdims=True)
-            return 0.5 * np.abs(p - q).sum(axis=1)
-        allv = np.concatenate([ref.astype(float), mod.astype(float)])
-        order = np.argsort(allv, kind="stable")
-        grid = allv[order]
-        wr = np.concatenate([w_ref, np.zeros((w_ref.shape[0], mod.size))], axis=1)[:, order]
-        wm = np.concatenate([np.zeros((w_mod.shape[0], ref.size)), w_mod], axis=1)[:, order]
-        cdf_r = np.cumsum(wr, axis=1) / wr.sum(axis=1, keepdims=True)
-        cdf_m = np.cumsum(wm, axis=1) / wm.sum(axis=1, keepdims=True)
-        w1 = (np.abs(cdf_r - cdf_m)[:, :-1] * np.diff(grid)).sum(axis=1)
-        return w1 / _iqr_rows(grid, cdf_r, wr)
+        p = _masses(w_ref, rc, grid.size)
+        q = _masses(w_mod, mc, grid.size)
+        return stats_distance(kind, grid, p - q, p)
+
+
+def _masses(weights: np.ndarray, codes: np.ndarray, size: int) -> np.ndarray:
+    """Probability mass on the grid of each weight row (B x size)."""
+    onehot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, size))
+    totals = np.asarray(onehot.T @ weights.T).T
+    return totals / totals.sum(axis=1, keepdims=True)
 
 
 def distance(kind: Kind, ref: np.ndarray, mod: np.ndarray) -> float:
