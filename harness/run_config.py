@@ -67,7 +67,7 @@ class RunConfig:
         for name in ("samples", "contexts", "samples_per_context"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {value}", f"pass --{name.replace('_', '-')} 1 or more")
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}", f"pass --{name.replace('_', '-')} 1 or more")
         if self.n_exemplars is not None and self.n_exemplars < 0:
             raise UsageError(f"--exemplars must be 0 or more, got {self.n_exemplars}", "pass --exemplars 0 or more")
         if self.concurrency < 1:
@@ -77,6 +77,8 @@ class RunConfig:
         if not (math.isfinite(self.request_timeout) and self.request_timeout > 0):
             raise UsageError(f"--request-timeout must be a positive number of seconds, got {self.request_timeout}",
                              "pass e.g. --request-timeout 120")
+        if self.n_boot < 1:  # the estimators' own floor; the command line asks for MIN_N_BOOT (harness.cli.common)
+            raise UsageError(f"--n-boot must be at least 1, got {self.n_boot}", "pass --n-boot 1000")
         if self.max_attempts < 1:
             raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}", "pass --max-attempts 1 or more")
         if not (math.isfinite(self.retry_wait) and self.retry_wait >= 0):

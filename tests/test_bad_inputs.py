@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Plugins loaded unless a case says otherwise: enough for a run up to generation, and fast to import.
 DEFAULT_PLUGINS = "builtin-features,builtin-sources,builtin-controls,builtin-scripted,openai"
 CASE_TIMEOUT = 60
-CASE_FIELDS = {"argv", "files", "replace", "remove", "env", "plugins", "exit", "error", "debug"}
+CASE_FIELDS = {"argv", "files", "replace", "remove", "env", "plugins", "exit", "error", "debug", "no_new_files"}
 
 TASK = books_task_yaml("hard-books", 2, 3)
 
@@ -238,3 +238,9 @@ def test_bad_input(case: Path, outcomes, golden):
     lost = {name for name in golden.hashes if name not in after}
     changed = {name for name, digest in golden.hashes.items() if name in after and after[name] != digest}
     assert not lost and not changed, f"results/ damaged: lost {sorted(lost)}, changed {sorted(changed)}"
+    if spec.get("no_new_files"):  # refused before any work: no new file or folder (run, cache) under results/
+        def tree(root: Path) -> set[str]:
+            return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+        added = sorted(tree(out.workdir / "results") - tree(golden.results))
+        assert not added, f"a refused command wrote {added}"

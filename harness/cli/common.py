@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import math
 import sys
 from typing import Any, NoReturn
 
@@ -18,6 +19,31 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
         sys.stderr.write(f"error: {self.prog}: {message} (fix: see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+
+# Fewest bootstrap resamples a command accepts: a 95% percentile interval's ends are the 2.5th and
+# 97.5th percentiles of the resamples, so below 100 each end rests on one or two resamples (what
+# `mimic compare` has always required).
+MIN_N_BOOT = 100
+
+
+def require_at_least(value: int | None, minimum: int, option: str, example: int | None = None) -> None:
+    """A one-line usage error unless ``value`` (None: not given) is at least ``minimum``."""
+    if value is not None and value < minimum:
+        raise UsageError(f"{option} must be at least {minimum}, got {value}",
+                         f"pass {option} {example if example is not None else minimum}" + ("" if example else " or more"))
+
+
+def require_number(value: float | None, option: str, *, low: float, high: float = math.inf, low_open: bool = False,
+                   example: float) -> None:
+    """A one-line usage error unless ``value`` (None: not given) is a finite number in the range (low, high] or [low, high]."""
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above and value <= high):
+        lower = f"> {low:g}" if low_open else f">= {low:g}"
+        rule = f"a finite number {lower}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+        raise UsageError(f"{option} must be {rule}, got {value}", f"pass e.g. {option} {example:g}")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = False, multiple: bool = False) -> None:

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_boot < 100:
         raise UsageError(f"--n-boot must be at least 100, got {args.n_boot}", "pass --n-boot 1000 (percentile intervals need many replicates)")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}", "pass e.g. --seed 0")
     results = args.results or [DEFAULT_RESULTS]
     dirs_a, dirs_b = resolve(args.a, results), resolve(args.b, results)
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731

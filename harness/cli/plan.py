@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from harness.cli.common import MIN_N_BOOT, require_at_least, require_number
 from harness.errors import DataError, UsageError
 from harness.protocols import BuildContext, Command, EstimationInputs
 from harness.stats import planning
@@ -146,8 +147,9 @@ def render(rows: list[planning.PlanRow], width: float, costs: tuple[float, float
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan."""
-    if args.width <= 0:
-        raise UsageError(f"--width must be positive, got {args.width}", "pass e.g. --width 0.05")
+    require_number(args.width, "--width", low=0.0, low_open=True, example=0.05)
+    require_number(args.icc, "--icc", low=0.0, high=1.0, example=0.1)
+    require_at_least(args.n_boot, MIN_N_BOOT, "--n-boot", 300)
     if bool(args.pilot) == bool(args.task):
         raise UsageError("give either a pilot RUN_DIR or --task NAME", "e.g. mimic plan results/runs/RUN_ID --width 0.05")
     if args.pilot:

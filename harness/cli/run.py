@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_model_arguments, resolve_model
+from harness.cli.common import MIN_N_BOOT, add_model_arguments, require_at_least, resolve_model
 from harness.errors import EXIT_INTERRUPTED, BudgetExceeded, UsageError
 from harness.modelspec import ModelSpec
 from harness.protocols import Command
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--progress", choices=["auto", "rich", "plain", "off"], default="auto",
                      help="progress display (default: rich on a terminal, plain lines otherwise)")
-    out.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
+    out.add_argument("--n-boot", type=int, default=1000, help=f"bootstrap resamples for intervals (default 1000, at least {MIN_N_BOOT})")
     out.add_argument("--json", action="store_true", help="print one JSON object per run at the end")
 
 
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}", "pass --concurrency 1 or more")
+    require_at_least(args.n_boot, MIN_N_BOOT, "--n-boot", 1000)
     if args.suite:
         apply_suite(args)
     configs = build_configs(args)

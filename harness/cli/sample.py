@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from harness.cli.common import add_model_arguments, resolve_model, run_async, unescape
+from harness.cli.common import add_model_arguments, require_number, resolve_model, run_async, unescape
 from harness.errors import UsageError
 from harness.factories import create_mimic
 from harness.mimic import GenerationRequest
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"-n must be at least 1, got {args.n}", "pass -n 1 or more")
     if args.max_tokens < 1:
         raise UsageError(f"--max-tokens must be at least 1, got {args.max_tokens}", "pass --max-tokens 1 or more")
+    require_number(args.temperature, "--temperature", low=0.0, example=1.0)  # the ranges a task's generation block allows
+    require_number(args.top_p, "--top-p", low=0.0, high=1.0, low_open=True, example=1.0)
     prompt = sys.stdin.read() if args.prompt == "-" else unescape(args.prompt)
     spec = resolve_model(args.model, args)
     registries = build_registries()
