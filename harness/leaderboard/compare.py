@@ -98,6 +98,8 @@ def _row(cell, ra, rb, flags_a, flags_b, boot) -> dict[str, Any]:
         diff, problem = _spread_iv(spread), problem or (f"no interval ({spread.reason})" if spread.reason else None)
     elif problem is None and (diff.lower is None or diff.upper is None):
         problem = "no interval"
+    if problem is not None:  # an interval built from a side that cannot decide would read as a finding
+        diff = score.Interval(diff.point, None, None)
     return {"estimator": cell[0], "condition": cell[1], "feature": cell[2], "a": _iv(ra).as_dict(), "b": _iv(rb).as_dict(),
             "flags_a": flags_a, "flags_b": flags_b, "difference": diff.as_dict(), "method": how, "not_decided": problem,
             "distinguishable": problem is None and not diff.contains_zero, "lower_is_better": score.norm_name(cell[0]) in score.SHIFT_ESTIMATORS}
@@ -112,7 +114,7 @@ def _score_row(shared: list[tuple[str, str]], scores: Mapping[str, score.SideSco
     problem = next((f"{label}'s score has no interval ({s.spread.reason})" for label, s in (("A", sa), ("B", sb)) if not s.has_interval), None)
     problem = problem or (f"no interval ({diff.reason})" if diff.reason else None)
     both = sa.replicates is not None and sb.replicates is not None
-    how = ("paired-cluster-bootstrap" if sa.replicates.contexts & sb.replicates.contexts else "cluster-bootstrap") if both else "none"
+    how = ("paired-cluster-bootstrap" if sa.replicates.contexts & sb.replicates.contexts else "cluster-bootstrap") if both else "not resampled"
     return {"a": sa.interval.as_dict(), "b": sb.interval.as_dict(), "difference": _spread_iv(diff).as_dict(), "method": how,
             "cells": len(shared), "measured_a": len(sa.measured), "measured_b": len(sb.measured),
             "flags_a": list(sa.spread.flags), "flags_b": list(sb.spread.flags), "not_decided": problem,
