@@ -112,3 +112,54 @@ def test_plan_needs_exactly_one_source(tmp_path):
 def test_task_round_trips_through_the_manifest_dict():
     task = planted(np.random.default_rng(0), n_ref=50, contexts=2, samples=2).inputs.task
     assert plan_cli.task_from_dict(json.loads(json.dumps(task.to_dict()))) == task
+
+
+@pytest.fixture(scope="module")
+def thin_pilot(tmp_path_factory):
+    """A pilot of one context (C=1, S=8): every mimic-side estimate is withheld for too few contexts."""
+    p = planted(np.random.default_rng(7), contexts=1, samples=8, n_ref=200, n_boot=100)
+    run_dir = tmp_path_factory.mktemp("runs") / "thin"
+    run_dir.mkdir()
+    p.inputs.draws.write_parquet(run_dir / "draws.parquet")
+    est = run_estimators({"control_success": ControlSuccess(), "latent_shift": LatentShift(), "forcing_mass": ForcingMass()}, p.inputs)
+    est.write_parquet(run_dir / "estimates.parquet")
+    return run_dir, est
+
+
+def test_plan_says_how_many_contexts_a_withheld_interval_takes(thin_pilot, capsys):
+    run_dir, est = thin_pilot
+    withheld = {(r["estimator"], r["condition"], r["feature"]): json.loads(r["note"]) for r in est.iter_rows(named=True)
+                if "too_few_contexts" in json.loads(r["note"]).get("flags", [])}
+    assert withheld and all(n["contexts_needed"] >= 2 for n in withheld.values())
+    rows = {(r["estimator"], r["condition"], r["feature"]): r for r in run_json(capsys, pilot=str(run_dir))["rows"]}
+    for key, note in withheld.items():
+        row = rows[key]
+        assert row["status"] == "too few contexts" and row["contexts"] >= note["contexts_needed"], (key, row)
+        assert row["samples_per_context"] == 8 and row["min_contexts"] == note["contexts_needed"]
+    assert plan_cli.run(args(pilot=str(run_dir), json=False)) == 0
+    out = capsys.readouterr().out
+    for pool in {rows[key]["pool"] for key in withheld}:
+        most = max(r["contexts"] for key, r in rows.items() if key in withheld and r["pool"] == pool)
+        line = next(x for x in out.splitlines() if x.startswith(f"pool {pool}: ") and "no interval in the pilot" in x)
+        assert f"rerun the pilot with --contexts {most}" in line and "1 context; an interval needs at least 2" in line
+
+
+def test_withheld_row_scales_by_the_contexts_that_kept_a_row():
+    note = {"flags": ["too_few_contexts"], "contexts": 1, "contexts_needed": 2, "no_interval": "1 context; an interval needs at least 2"}
+    est = pl.DataFrame({"estimator": ["latent_shift"], "condition": ["filter:a"], "feature": ["h"], "point": [0.3],
+                        "lower": [None], "upper": [None], "n": [3], "method": ["percentile"], "note": [json.dumps(note)]},
+                       schema_overrides={"lower": pl.Float64, "upper": pl.Float64})
+    (inp,) = inputs_from_estimates(est, {"none": 32}, {"none": 4})  # a filter kept rows from 1 of 4 contexts
+    row = plan_row(inp, 0.05, 1.0, 1.0)
+    assert row.status == "too few contexts" and (row.contexts, row.samples_per_context) == (8, 8) and row.draws_needed == 64
+
+
+def test_plan_never_picks_fewer_contexts_than_an_interval_needs():
+    # nearly independent samples and a dear prompt: the width alone would take one context of many samples
+    base = PlanInput("e", "prompt:a", "f", sigma2=0.25, v_ref=0.0, icc=0.0, yield_=1.0, pool="prompt:a")
+    assert plan_row(base, 0.2, prompt_tokens=10_000.0, completion_tokens=1.0).contexts >= 2
+    row = plan_row(base, 0.2, prompt_tokens=10_000.0, completion_tokens=1.0, s_options=(64,))  # 24 rows: one context
+    assert row.contexts == 2 and row.contexts_raised and row.rows_needed == 2 * 64
+    # a selection that keeps 1% of the pool: enough contexts that two of them are expected to keep a row
+    rare = plan_row(PlanInput(**{**base.__dict__, "yield_": 0.01, "sigma2": 0.01}), 0.5, 1.0, 1.0, s_options=(4,))
+    assert rare.contexts * (1 - 0.99**4) >= 2 and rare.contexts_raised

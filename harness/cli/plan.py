@@ -90,6 +90,14 @@ def pilot_estimates(run_dir: Path, args: argparse.Namespace) -> tuple[pl.DataFra
     return run_estimators(build_estimators(registries, ctx, args.estimators), inputs, on_error="warn"), draws
 
 
+def pool_contexts(draws: pl.DataFrame) -> dict[str, int]:
+    """Contexts per pool in the pilot (a context is one (n_exemplars, context_id) prompt)."""
+    keys = [c for c in ("n_exemplars", "context_id") if c in draws.columns]
+    if "pool" not in draws.columns or "context_id" not in keys:
+        return {}
+    return {p: n for p, n in draws.group_by("pool").agg(pl.struct(keys).n_unique().alias("n")).iter_rows()}
+
+
 def token_costs(draws: pl.DataFrame) -> tuple[float, float]:
     """Mean prompt tokens per context and completion tokens per draw (1, 1 where not recorded)."""
     keys = [c for c in ("pool", "n_exemplars", "context_id") if c in draws.columns]
@@ -131,18 +139,40 @@ def render(rows: list[planning.PlanRow], width: float, costs: tuple[float, float
     lines = [f"Target: 95% interval half-width {width:g}; a context costs ~{costs[0]:,.0f} prompt tokens once "
              f"+ ~{costs[1]:,.0f} per sample.", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        split = f"{r.contexts} x {r.samples_per_context}" if r.status == "ok" else "-"
+        split = f"{r.contexts} x {r.samples_per_context}" if r.status in ("ok", "too few contexts") else "-"
         values = [r.estimator, r.condition, r.feature, r.half_width, r.n or "-", r.deff, r.icc, r.status,
                   r.rows_needed, r.draws_needed, split, r.tokens]
         lines.append("| " + " | ".join(_fmt(v) for v in values) + " |")
     lines.append("")
-    for pool, r in sorted(planning.pool_summary(rows).items()):
-        lines.append(f"pool {pool}: {r.contexts} contexts x {r.samples_per_context} samples = {r.draws_needed:,.0f} draws "
-                     f"(set by {r.estimator} {r.condition} {r.feature})")
+    pools, needs = planning.pool_summary(rows), planning.interval_contexts(rows)
+    for pool, r in sorted(pools.items()):
+        line = (f"pool {pool}: {r.contexts} contexts x {r.samples_per_context} samples = {r.draws_needed:,.0f} draws "
+                f"(set by {r.estimator} {r.condition} {r.feature})")
+        need = needs.get(pool)
+        if need is not None and need.contexts > r.contexts:
+            line += f"; at least {need.contexts} contexts for an interval on {need.estimator} {need.condition} {need.feature}"
+        lines.append(line)
+    lines += _context_lines(rows)
     limited = [r for r in rows if r.status == "reference-limited"]
     if limited:
         lines.append(f"{len(limited)} estimate(s) cannot reach ±{width:g}: the reference data alone is too noisy (more reference rows, or a wider target)")
     return "\n".join(lines)
+
+
+def _context_lines(rows: list[planning.PlanRow]) -> list[str]:
+    """Per pool, what its estimates without an interval take; and where the plan raised C so that intervals are reported."""
+    lines = []
+    for pool, r in sorted(planning.interval_contexts(rows).items()):
+        count = sum(1 for x in rows if x.pool == pool and x.status == "too few contexts")
+        most = f"; the most, {r.estimator} {r.condition} {r.feature}" if count > 1 else f" ({r.estimator} {r.condition} {r.feature})"
+        lines.append(f"pool {pool}: {count} estimate(s) have no interval in the pilot{most}: {r.reason}. That takes about "
+                     f"{r.contexts} contexts x {r.samples_per_context} samples (at least {r.min_contexts} contexts that keep a row): "
+                     f"rerun the pilot with --contexts {r.contexts}, then plan again")
+    raised = [r for r in rows if r.status == "ok" and r.contexts_raised]
+    if raised:
+        lines.append(f"{len(raised)} estimate(s) need more contexts for an interval than for the width: C raised so that "
+                     f"at least {min(r.min_contexts for r in raised)} contexts keep a row (no interval from fewer)")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         if args.estimators:
             estimates = estimates.filter(pl.col("estimator").is_in(args.estimators))
         sizes = {p: n for p, n in draws.group_by("pool").len().iter_rows()} if "pool" in draws.columns else {}
-        inputs, costs = planning.inputs_from_estimates(estimates, sizes), token_costs(draws)
+        inputs, costs = planning.inputs_from_estimates(estimates, sizes, pool_contexts(draws)), token_costs(draws)
     else:
         inputs, *costs = from_task(args)
         if args.estimators:

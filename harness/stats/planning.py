@@ -8,6 +8,13 @@ used rows per pool draw: the share of a pool a condition keeps and the estimate 
 The needed i.i.d.-equivalent rows are sigma2 / ((w / z)^2 - V_ref); a context costs its prompt
 once (shared prefill) plus S completions, so the cheapest S trades prompt tokens against the
 intra-context correlation (Kish's optimum S* = sqrt(P (1 - icc) / (c icc))).
+
+Contexts. No interval is reported from fewer than ``MIN_CONTEXTS`` contexts with rows
+(:mod:`harness.stats.intervals`; a withheld row's ``note.contexts_needed`` says how many it needs),
+so a plan never picks fewer: C is raised until C (1 - (1 - yield)^S) contexts are expected to keep a
+row. A pilot row withheld for too few contexts has no width to plan from: its plan row (status
+``too few contexts``) says how many contexts of its pool it takes, scaled by the share of the pilot's
+contexts that kept a row for it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from harness.stats.flags import TOO_FEW_CONTEXTS, flags_of
+from harness.stats.intervals import MIN_CONTEXTS
 
 Z95 = 1.959963984540054
 S_OPTIONS = (1, 2, 4, 8, 16, 32, 64)
@@ -42,6 +52,11 @@ class PlanInput:
     n: int = 0  # rows used now (pilot), for display
     deff: float = float("nan")  # now (pilot), for display
     basis: str = "pilot"
+    min_contexts: int = MIN_CONTEXTS  # contexts with rows an interval needs
+    withheld: str = ""  # the pilot's reason for reporting no interval (too few contexts), else ""
+    contexts_now: int = 0  # pilot contexts that kept a row for this estimate
+    pool_contexts: int = 0  # pilot contexts in the pool
+    pool_samples: int = 0  # pilot samples per context in the pool
 
 
 @dataclass(frozen=True)
@@ -56,13 +71,32 @@ class PlanRow:
     n: int
     deff: float
     icc: float
-    status: str  # "ok", "reference-limited" (reference variance alone exceeds the width), "reference data"
+    status: str  # "ok", "reference-limited" (reference variance alone exceeds the width), "reference data", "too few contexts"
     rows_needed: float  # mimic rows the estimate must use (at the cheapest S)
     draws_needed: float  # pool draws
     contexts: int
     samples_per_context: int
     tokens: float
     basis: str
+    min_contexts: int = MIN_CONTEXTS  # contexts with rows an interval needs
+    contexts_raised: bool = False  # C was raised above what the width alone needs, so an interval is reported
+    reason: str = ""  # for "too few contexts": the pilot's reason, in words
+
+
+def context_floor(min_contexts: int, yield_: float, s: int) -> int:
+    """Pool contexts at S samples each so that ``min_contexts`` of them are expected to keep a row."""
+    keep = 1.0 - (1.0 - min(max(yield_, 1e-9), 1.0)) ** s  # P(a context keeps at least one row)
+    return max(1, math.ceil(min_contexts / keep - 1e-9))
+
+
+def too_few_row(p: PlanInput, base: dict[str, Any]) -> PlanRow:
+    """A pilot row withheld for too few contexts: the pool contexts it takes, at the pilot's S."""
+    share = p.contexts_now / p.pool_contexts if p.pool_contexts and p.contexts_now else 1.0
+    contexts = max(p.min_contexts, math.ceil(p.min_contexts / share - 1e-9))
+    s = max(p.pool_samples, 1)
+    return PlanRow(**base, status="too few contexts", rows_needed=float("nan"), draws_needed=float(contexts * s),
+                   contexts=contexts, samples_per_context=s, tokens=float("nan"), min_contexts=p.min_contexts,
+                   reason=p.withheld)
 
 
 def plan_row(p: PlanInput, width: float, prompt_tokens: float, completion_tokens: float,
@@ -71,6 +105,8 @@ def plan_row(p: PlanInput, width: float, prompt_tokens: float, completion_tokens
     budget = (width / Z95) ** 2 - p.v_ref
     base = dict(estimator=p.estimator, condition=p.condition, feature=p.feature, pool=p.pool, half_width=p.half_width,
                 n=p.n, deff=p.deff, icc=p.icc, basis=p.basis)
+    if p.withheld:
+        return too_few_row(p, base)
     if p.condition == "reference":
         rows = math.ceil(p.sigma2 / (width / Z95) ** 2) if p.sigma2 > 0 else p.n
         return PlanRow(**base, status="reference data", rows_needed=rows, draws_needed=float("nan"), contexts=0,
@@ -84,13 +120,15 @@ def plan_row(p: PlanInput, width: float, prompt_tokens: float, completion_tokens
     for s in s_options:
         deff = 1.0 + max(s * y - 1.0, 0.0) * max(p.icc, 0.0)
         draws = iid_rows * deff / y
-        contexts = max(1, math.ceil(draws / s))
+        for_width = max(1, math.ceil(draws / s))
+        contexts = max(for_width, context_floor(p.min_contexts, y, s))
         tokens = contexts * (prompt_tokens + s * completion_tokens)
         if best is None or tokens < best[0] - 1e-9:
-            best = (tokens, s, contexts, iid_rows * deff, contexts * s)
-    tokens, s, contexts, rows, draws = best
+            raised = contexts > for_width
+            best = (tokens, s, contexts, contexts * s * y if raised else iid_rows * deff, contexts * s, raised)
+    tokens, s, contexts, rows, draws, raised = best
     return PlanRow(**base, status="ok", rows_needed=rows, draws_needed=draws, contexts=contexts, samples_per_context=s,
-                   tokens=tokens)
+                   tokens=tokens, min_contexts=p.min_contexts, contexts_raised=raised)
 
 
 def pool_of(condition: str) -> str:
@@ -100,19 +138,33 @@ def pool_of(condition: str) -> str:
     return condition if condition.startswith("prompt:") else "none"
 
 
-def inputs_from_estimates(estimates: pl.DataFrame, pool_sizes: Mapping[str, int]) -> list[PlanInput]:
+def inputs_from_estimates(estimates: pl.DataFrame, pool_sizes: Mapping[str, int],
+                          pool_contexts: Mapping[str, int] | None = None) -> list[PlanInput]:
     """Plan inputs from a pilot's estimates table (half-widths, n, design effects, variance split in notes).
 
     The mimic side's share of the variance is sd_mimic^2 / (sd_mimic^2 + sd_reference^2) where
     the estimator reports them (latent_shift, lift_shift, correlation_shift); otherwise all of
-    the variance is taken to be the mimic side's.
+    the variance is taken to be the mimic side's. A row withheld for too few contexts
+    (``too_few_contexts``) becomes an input with ``withheld`` set: it has no width to scale.
+    ``pool_contexts`` (pilot contexts per pool) lets such a row say how many pool contexts it takes.
     """
     out = []
     for r in estimates.iter_rows(named=True):
+        note = json.loads(r["note"]) if isinstance(r["note"], str) and r["note"] else {}
         lower, upper, n = r["lower"], r["upper"], int(r["n"] or 0)
+        pool = "reference" if r["condition"] == "reference" else pool_of(r["condition"])
+        size = pool_sizes.get(pool)
+        needed = max(int(note.get("contexts_needed") or MIN_CONTEXTS), MIN_CONTEXTS)
+        if TOO_FEW_CONTEXTS in flags_of(note, r["method"]) and pool != "reference":
+            c_pool = int((pool_contexts or {}).get(pool) or 0)
+            out.append(PlanInput(r["estimator"], r["condition"], r["feature"], sigma2=float("nan"), v_ref=0.0, icc=0.0,
+                                 yield_=(n / size) if size else 1.0, pool=pool, n=n, min_contexts=needed,
+                                 withheld=str(note.get("no_interval") or "too few contexts"),
+                                 contexts_now=int(note.get("contexts") or 0), pool_contexts=c_pool,
+                                 pool_samples=round(size / c_pool) if size and c_pool else 0))
+            continue
         if lower is None or upper is None or not (math.isfinite(lower) and math.isfinite(upper)) or n < 2:
             continue
-        note = json.loads(r["note"]) if isinstance(r["note"], str) and r["note"] else {}
         h = (upper - lower) / 2
         if h <= 0:
             continue  # exact (e.g. filter success by construction): nothing to plan
@@ -123,11 +175,9 @@ def inputs_from_estimates(estimates: pl.DataFrame, pool_sizes: Mapping[str, int]
         contexts = int(note.get("contexts") or n)
         per_context = n / max(contexts, 1)
         icc = (deff - 1) / (per_context - 1) if per_context > 1 else 0.0
-        pool = "reference" if r["condition"] == "reference" else pool_of(r["condition"])
-        size = pool_sizes.get(pool)
         out.append(PlanInput(r["estimator"], r["condition"], r["feature"], sigma2=share * var * n / max(deff, 1e-9),
                              v_ref=(1 - share) * var, icc=max(icc, ICC_FLOOR), yield_=(n / size) if size else 1.0, pool=pool,
-                             half_width=h, n=n, deff=deff))
+                             half_width=h, n=n, deff=deff, min_contexts=needed))
     return out
 
 
@@ -192,6 +242,15 @@ def pool_summary(rows: Iterable[PlanRow]) -> dict[str, PlanRow]:
     out: dict[str, PlanRow] = {}
     for r in rows:
         if r.status == "ok" and (r.pool not in out or r.draws_needed > out[r.pool].draws_needed):
+            out[r.pool] = r
+    return out
+
+
+def interval_contexts(rows: Iterable[PlanRow]) -> dict[str, PlanRow]:
+    """Per pool, the row withheld for too few contexts that takes the most contexts."""
+    out: dict[str, PlanRow] = {}
+    for r in rows:
+        if r.status == "too few contexts" and (r.pool not in out or r.contexts > out[r.pool].contexts):
             out[r.pool] = r
     return out
 
