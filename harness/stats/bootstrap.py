@@ -84,6 +84,20 @@ class Clusters:
         w = self.weights
         return float(w.sum() ** 2 / np.sum(w * w)) if self.n else 0.0
 
+    @property
+    def effective(self) -> float:
+        """Effective number of clusters, (sum_c W_c)^2 / sum_c W_c^2 over the clusters' total weights.
+
+        Clusters of very unequal size carry fewer degrees of freedom than their count (Carter,
+        Schnepel & Steigerwald 2017, "Asymptotic behavior of a t-test robust to cluster
+        heterogeneity", REStat 99: the effective number of clusters G*; this is its bound at full
+        intra-cluster correlation). Equal clusters give C.
+        """
+        if self.n == 0:
+            return 0.0
+        totals = np.bincount(self.labels, weights=self.weights, minlength=self.n_clusters)
+        return float(totals.sum() ** 2 / np.sum(totals**2))
+
     def rows(self) -> Clusters:
         """The same rows and weights with every row its own cluster (for design effects)."""
         return Clusters.build(None, self.weights, self.n)

@@ -42,9 +42,12 @@ def proportion(y: np.ndarray, domain: np.ndarray, clusters: Clusters) -> dict[st
     n = int((domain > 0).sum())
     ess = float(w.sum() ** 2 / np.sum(w * w)) if n else 0.0
     plain = clusters.uniform and bool(np.all(np.bincount(clusters.labels, weights=domain) <= 1))
+    per_context = np.bincount(clusters.labels, weights=w, minlength=clusters.n_clusters)
     contexts = int(np.count_nonzero(np.bincount(clusters.labels, weights=domain, minlength=clusters.n_clusters)))
+    # degrees of freedom from the effective number of contexts (unequal kept counts carry fewer)
+    effective = float(per_context.sum() ** 2 / np.sum(per_context**2)) if n else 0.0
     deff = max(1.0, deff) if np.isfinite(deff) else 1.0
-    note: dict[str, Any] = {"deff": deff, "ess": ess, "contexts": contexts}
+    note: dict[str, Any] = {"deff": deff, "ess": ess, "contexts": contexts, "effective_contexts": effective}
     if plain:
         lower, upper = clopper_pearson(p * n, n)
         method, note["deff"] = "clopper-pearson", 1.0
@@ -52,10 +55,10 @@ def proportion(y: np.ndarray, domain: np.ndarray, clusters: Clusters) -> dict[st
         lower, upper, method = float("nan"), float("nan"), "korn-graubard"
         note = withheld(note, TOO_FEW_CONTEXTS, contexts, MIN_CONTEXTS)
     else:
-        lower, upper = korn_graubard(p, ess / deff, contexts)
+        lower, upper = korn_graubard(p, ess / deff, effective)
         method = "korn-graubard"
     return {"point": p, "lower": lower, "upper": upper, "n": n, "method": method, "deff": note["deff"], "ess": ess,
-            "contexts": contexts, "note": note}
+            "contexts": contexts, "effective_contexts": effective, "note": note}
 
 
 class ControlSuccess:

@@ -119,7 +119,7 @@ class ExactSide:
             self.point, self.n_eff, self.contexts, self.plain = float(y.mean()), float(y.size), None, True
         else:
             res = proportion(y, np.ones_like(y), clusters)
-            self.point, self.contexts = res["point"], res["contexts"]
+            self.point, self.contexts = res["point"], res["effective_contexts"]
             self.plain = res["method"] == "clopper-pearson"
             self.n_eff = float(y.size) if self.plain else res["ess"] / res["deff"]
 
@@ -238,7 +238,7 @@ class CorrelationShift:
                                               int(self.n_boot or inputs.n_boot))
                     if not np.isfinite(point):
                         continue  # a constant feature on one side: no correlation to compare
-                    lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(mim_cl.n_clusters)), -2.0, 2.0)
+                    lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(mim_cl.effective)), -2.0, 2.0)
                     gaps = withheld({}, TOO_FEW_CONTEXTS, mim_cl.n_clusters, MIN_CONTEXTS) if mim_cl.n_clusters < MIN_CONTEXTS else {}
                     c_ref = float(np.corrcoef(z_ref, h_ref)[0, 1])
                     deff = linear_deff(_corr_influence(z_mim, h_mim, mim_cl.weights), mim_cl)
@@ -279,7 +279,7 @@ class LiftShift:
                         rng_for(inputs, self.name, sel.condition, feature), _mean_diff,
                         Clusters.build(None, None, ref.height), np.column_stack([np.ones_like(h_ref), h_ref]),
                         mim_cl, np.column_stack([np.ones_like(h_mim), h_mim]), int(self.n_boot or inputs.n_boot))
-                    lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.n_clusters))
+                    lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.effective))
                     method = "cluster-bootstrap-percentile"
                     zero_one = hkind != "numeric"
                     if zero_one and mim_cl.n_clusters >= MIN_CONTEXTS:

@@ -99,7 +99,7 @@ class TransferGap:
                 trts, tsts, gap, draws = balanced_accuracy_gap(rng, classes, y, model.predict(texts), tsts_pred,
                                                                clusters, int(self.n_boot or inputs.n_boot))
                 # a gap of balanced accuracies lies in [-1, 1]: the few-cluster stretch must not leave it
-                lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(clusters.n_clusters)), -1.0, 1.0)
+                lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(clusters.effective)), -1.0, 1.0)
                 out.append(row(self.name, sel.condition, h, gap, lower, upper, mim.height, "cluster-bootstrap-percentile",
                                metric="balanced_accuracy", trts=trts, tsts=tsts, classes=[str(c) for c in classes],
                                dropped=int((~keep).sum()), n_reference=int(train.sum()), contexts=clusters.n_clusters,
@@ -175,7 +175,7 @@ class Detection:
                 continue
             auc, draws = auc_with_draws(fit.rng, fit.scores, fit.is_mimic, fit.ref_clusters, fit.mim_clusters,
                                         int(self.n_boot or inputs.n_boot))
-            lower, upper = percentile(draws, stretch=cluster_stretch(fit.mim_clusters.n_clusters))
+            lower, upper = percentile(draws, stretch=cluster_stretch(fit.mim_clusters.effective))
             lower, upper = clipped(lower, upper, 0.0, 1.0)  # the few-cluster stretch must not leave AUC's range
             sim = lambda a: 1 - (2 * max(0.5, a) - 1)  # noqa: E731 - the essay's similarity
             out.append(row(self.name, sel.condition, "text", auc, lower, upper, fit.n_kept, "holdout-cluster-bootstrap-percentile",

@@ -48,7 +48,7 @@ def clopper_pearson(x: float, n: float, level: float = 0.95) -> tuple[float, flo
     return lower, upper
 
 
-def korn_graubard(p: float, n_effective: float, n_clusters: int, level: float = 0.95) -> tuple[float, float]:
+def korn_graubard(p: float, n_effective: float, n_clusters: float, level: float = 0.95) -> tuple[float, float]:
     """Clopper-Pearson on the design-effect-adjusted, degrees-of-freedom-adjusted effective count.
 
     Korn & Graubard (1998, Survey Methodology 24: "Confidence intervals for proportions with small
@@ -56,8 +56,9 @@ def korn_graubard(p: float, n_effective: float, n_clusters: int, level: float = 
     n_eff = n / deff, and the exact interval for p n* successes of n*. The NCHS presentation
     standard for proportions (Parker et al. 2017) uses it for clustered samples. With 2 contexts
     (t_1 = 12.7) the interval is close to [0, 1]: all that one degree of freedom supports.
+    ``n_clusters`` may be the (fractional) effective number of clusters.
     """
-    if n_clusters is None or n_clusters < MIN_CONTEXTS or not np.isfinite(n_effective) or n_effective <= 0:
+    if n_clusters is None or n_clusters <= 1 + 1e-9 or not np.isfinite(n_effective) or n_effective <= 0:
         return float("nan"), float("nan")
     q = 1 - (1 - level) / 2
     n_star = n_effective * (norm.ppf(q) / t_dist.ppf(q, n_clusters - 1)) ** 2
@@ -96,15 +97,17 @@ def clipped(lower: float, upper: float, low: float | None = None, high: float | 
     return float(lower), float(upper)
 
 
-def cluster_stretch(n_clusters: int, level: float = 0.95) -> float:
+def cluster_stretch(n_clusters: float, level: float = 0.95) -> float:
     """Few-cluster correction for a bootstrap spread: t_{C-1} over z quantiles times sqrt(C / (C - 1)).
 
     A cluster bootstrap's variance is (C - 1)/C times the unbiased cluster variance, and with C
     clusters that variance has C - 1 degrees of freedom (the CR1 + t(C - 1) rule of cluster-robust
-    inference). With S = 1 and many rows the factor is 1 to three decimals. Below
-    :data:`MIN_CONTEXTS` there is no such factor (NaN): the caller reports no interval.
+    inference). With S = 1 and many rows the factor is 1 to three decimals. At one cluster
+    there is no such factor (NaN): the caller reports no interval.
+    ``n_clusters`` may be fractional: the effective number of clusters
+    (:attr:`harness.stats.bootstrap.Clusters.effective`), which is what the few-cluster callers pass.
     """
-    if n_clusters is None or n_clusters < MIN_CONTEXTS:
+    if n_clusters is None or n_clusters < 1 + 1e-9:
         return float("nan")
     q = 1 - (1 - level) / 2
     return float(t_dist.ppf(q, n_clusters - 1) / norm.ppf(q) * np.sqrt(n_clusters / (n_clusters - 1)))
