@@ -6,7 +6,7 @@ distinguishable, and how often a planted difference is found.
 For each design (C contexts x S samples per context; C in 4, 8, 16 and S = 8 by default) and
 each seed, :func:`harness.testing.planted_runs.trial` builds two mimics of one planted
 distribution with a context effect (intra-context correlation 1/3), the same contexts (paired
-prompts) and independent samples; runs the built-in ``latent_shift`` estimator on each; ranks
+prompts; ``--unpaired``: each its own plan seed) and independent samples; runs the built-in ``latent_shift`` estimator on each; ranks
 them as ``mimic leaderboard`` does (joint bootstrap score, ranks only where decided) and compares
 them as ``mimic compare`` does. A correct 95% procedure decides between equal mimics in at most 5%
 of seeds; the table prints that rate with its binomial 95% interval (Wilson), on the leaderboard
@@ -39,9 +39,10 @@ def rate(hits: int, n: int) -> str:
     return f"{100 * hits / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def run_design(contexts: int, samples: int, seeds: Sequence[int], b: MimicSpec, n_boot: int, estimator_boot: int) -> list[Trial]:
+def run_design(contexts: int, samples: int, seeds: Sequence[int], b: MimicSpec, args: argparse.Namespace) -> list[Trial]:
     """One trial per seed at one design."""
-    return [trial(seed, contexts=contexts, samples=samples, b=b, n_boot=n_boot, estimator_boot=estimator_boot) for seed in seeds]
+    return [trial(seed, contexts=contexts, samples=samples, b=b, n_boot=args.n_boot, estimator_boot=args.estimator_boot,
+                  paired=not args.unpaired) for seed in seeds]
 
 
 def coverage(trials: list[Trial]) -> tuple[int, int, int]:
@@ -82,19 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=400, help="joint bootstrap replicates (default 400)")
     parser.add_argument("--estimator-boot", type=int, default=100, help="the latent_shift estimator's resamples (default 100)")
     parser.add_argument("--power-shift", type=float, default=0.15, help="added to mimic-b's TV of h, W1 of x and shift of t")
+    parser.add_argument("--unpaired", action="store_true", help="mimic-b gets its own plan seed (other prompts): contexts not paired")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.n_boot < 100 or args.estimator_boot < 1:
         parser.error("--seeds must be >= 1, --n-boot >= 100, --estimator-boot >= 1")
     base = MimicSpec()
     shifted = MimicSpec(tv_h=base.tv_h + args.power_shift, w1_x=base.w1_x + args.power_shift, shift_t=base.shift_t + args.power_shift)
     print(f"planted null: two mimics, TV(h) {base.tv_h}, W1(x)/IQR {base.w1_x}, shift(t) {base.shift_t}, kappa {base.kappa}; "
-          f"power: mimic-b + {args.power_shift} on each; {args.seeds} seeds per design, {args.n_boot} joint replicates")
+          f"power: mimic-b + {args.power_shift} on each; {args.seeds} seeds per design, {args.n_boot} joint replicates; "
+          f"contexts {'not paired (own plan seeds)' if args.unpaired else 'paired (one plan seed)'}")
     print("\n| design | decision | null: called distinguishable | planted difference: power |\n|---|---|---|---|")
     start = time.perf_counter()
     for contexts in args.contexts:
         seeds = range(args.seeds)
-        null = run_design(contexts, args.samples, seeds, base, args.n_boot, args.estimator_boot)
-        planted = run_design(contexts, args.samples, seeds, shifted, args.n_boot, args.estimator_boot)
+        null = run_design(contexts, args.samples, seeds, base, args)
+        planted = run_design(contexts, args.samples, seeds, shifted, args)
         print("\n".join(summarise(f"C = {contexts}, S = {args.samples}", null, planted)), flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s")
     return 0

@@ -148,15 +148,16 @@ def planted_run(reference: pl.DataFrame, reference_hash: str, model: str, spec: 
 
 
 def planted_pair(seed: int, *, contexts: int, samples: int, a: MimicSpec = MimicSpec(), b: MimicSpec = MimicSpec(),
-                 n_reference: int = 600, n_boot: int = 200) -> tuple[LeaderboardData, LeaderboardData]:
-    """Two mimics on one reference and one plan seed (paired contexts), independent samples: one
-    :class:`LeaderboardData` per side, ready for :func:`harness.leaderboard.compare.compare` (merge
-    them for a leaderboard with :func:`merged`)."""
+                 n_reference: int = 600, n_boot: int = 200, paired: bool = True) -> tuple[LeaderboardData, LeaderboardData]:
+    """Two mimics on one reference and one plan seed (paired contexts; ``paired=False``: mimic-b gets
+    its own plan seed, so other prompts), independent samples: one :class:`LeaderboardData` per side,
+    ready for :func:`harness.leaderboard.compare.compare` (merge them for a leaderboard with :func:`merged`)."""
     reference = planted_reference(seed, n_reference)
     ref_hash = f"{seed:016x}"
     sides = []
     for i, (name, spec) in enumerate((("mimic-a", a), ("mimic-b", b))):
-        manifest, draws, estimates = planted_run(reference, ref_hash, name, spec, plan_seed=seed, sample_seed=1000 * seed + i + 1,
+        plan_seed = seed if paired or i == 0 else seed + 1_000_000
+        manifest, draws, estimates = planted_run(reference, ref_hash, name, spec, plan_seed=plan_seed, sample_seed=1000 * seed + i + 1,
                                                  contexts=contexts, samples=samples, n_boot=n_boot)
         sides.append(LeaderboardData(estimates, [manifest], {manifest["run_id"]: draws}, {ref_hash: reference}))
     return sides[0], sides[1]
@@ -180,12 +181,12 @@ class Trial:
 
 
 def trial(seed: int, *, contexts: int, samples: int, a: MimicSpec = MimicSpec(), b: MimicSpec = MimicSpec(),
-          n_boot: int = 400, estimator_boot: int = 100) -> Trial:
+          n_boot: int = 400, estimator_boot: int = 100, paired: bool = True) -> Trial:
     """Build a planted pair, rank it as ``mimic leaderboard`` does and compare it as ``mimic compare`` does."""
     from harness.leaderboard import score
     from harness.leaderboard.compare import compare
 
-    side_a, side_b = planted_pair(seed, contexts=contexts, samples=samples, a=a, b=b, n_boot=estimator_boot)
+    side_a, side_b = planted_pair(seed, contexts=contexts, samples=samples, a=a, b=b, n_boot=estimator_boot, paired=paired)
     board = merged(side_a, side_b)
     ranked, _, _ = score.rank_section(board.estimates, board.manifests[0]["task"], runs=board.manifests, draws=board.draws,
                                       reference=next(iter(board.references.values())), n_boot=n_boot, seed=seed)
