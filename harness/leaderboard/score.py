@@ -58,6 +58,7 @@ SCORE_DEFINITION = (
     "contexts or without saved draws. Models share a rank unless their paired score difference is decided (its interval excludes 0)."
 )
 _NO_DRAWS = "the runs' draws or reference table were not saved, so the score cannot be resampled"
+_NOT_REBUILT = "the saved draws cannot rebuild the score's cells (proxy or latent columns missing), so the score cannot be resampled"
 
 
 def norm_name(name: Any) -> str:
@@ -208,7 +209,8 @@ def score_sides(sides: Mapping[str, SideData], task: Mapping[str, Any] | None, d
         else:  # not resampled: the estimates' plug-in points, and no interval
             cells = [c for c in shared if c in points[name]]
             value = sum(jb.cell_value(points[name][c]) for c in cells) / len(cells) if cells else None
-            spread = jb.Spread(float(value), None, None, 0, (INSUFFICIENT_DATA,), _NO_DRAWS) if cells else None
+            why = _NOT_REBUILT if name in pooled else _NO_DRAWS
+            spread = jb.Spread(float(value), None, None, 0, (INSUFFICIENT_DATA,), why) if cells else None
         out[name] = SideScore(spread, tuple(cells), replicates)
     return shared, out, boot, notes
 
