@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run only scenarios whose name contains this text ('curves', 'null' included)")
     parser.add_argument("--contexts", type=int, nargs="*", default=list(CONTEXTS))
     parser.add_argument("--samples", type=int, nargs="*", default=list(SAMPLES))
+    parser.add_argument("--no-curves", action="store_true", help="leave out the curves (run them alone with --only curves)")
     args = parser.parse_args(argv)
     reps, n_boot = (60, 200) if args.quick else (args.reps, args.n_boot)
     lo, hi = binomial_band(reps)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 table = calibrate(reps, estimators, seed=args.seed, n_boot=n_boot, **scenario, **design)
                 print(f"## {name}, {design_label(contexts, samples)} ({time.perf_counter() - start:.0f} s)\n")
                 print(format_table(table, COVERAGE_COLUMNS) + "\n")
-            if not args.only or "curves" in args.only:
+            if not args.no_curves and (not args.only or "curves" in args.only):
                 start = time.perf_counter()
                 table = curve_rows(contexts, samples, reps, n_boot, args.seed)
                 if table is not None:

@@ -109,6 +109,22 @@ def interval_gaps(kind: str, mimic_codes: np.ndarray, clusters: Clusters, lower:
     return {}
 
 
+# Fewest mimic items behind a correlation shift's interval: a bootstrap of a correlation from 8
+# items covered 87% (benchmarks/calibration.py, C = 8, S = 1), from 16 items 94-95%.
+MIN_CORRELATION_ROWS = 16
+
+
+def correlation_gaps(clusters: Clusters) -> dict:
+    """Note fields for a correlation shift that must report no interval (empty when it stands)."""
+    if clusters.n_clusters < MIN_CONTEXTS:
+        return withheld({}, TOO_FEW_CONTEXTS, clusters.n_clusters, MIN_CONTEXTS)
+    if clusters.n < MIN_CORRELATION_ROWS:
+        note = withheld({}, TOO_FEW_CONTEXTS)
+        note["no_interval"] = f"{clusters.n} items; a correlation's interval needs at least {MIN_CORRELATION_ROWS}"
+        return note
+    return {}
+
+
 class ExactSide:
     """A 0/1 sample's mean with its exact interval at any level: Clopper-Pearson on i.i.d. rows
     (``clusters`` None), else the interval :func:`harness.stats.est_rates.proportion` uses."""
@@ -239,7 +255,9 @@ class CorrelationShift:
                     if not np.isfinite(point):
                         continue  # a constant feature on one side: no correlation to compare
                     lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(mim_cl.effective)), -2.0, 2.0)
-                    gaps = withheld({}, TOO_FEW_CONTEXTS, mim_cl.n_clusters, MIN_CONTEXTS) if mim_cl.n_clusters < MIN_CONTEXTS else {}
+                    gaps = correlation_gaps(mim_cl)
+                    if gaps:
+                        lower, upper = float("nan"), float("nan")
                     c_ref = float(np.corrcoef(z_ref, h_ref)[0, 1])
                     deff = linear_deff(_corr_influence(z_mim, h_mim, mim_cl.weights), mim_cl)
                     out.append(row(self.name, sel.condition, feature, point, lower, upper, mim.height,
