@@ -16,13 +16,15 @@ weights w_i = u_i / sum_j u_j:
 Rows per point (estimator ``goodhart_curve``; feature):
 - ``_kl``: KL(Q || pool) = sum_i w_i log(N w_i) (THEORY.md); as an estimate it targets the KL of the
   selection over (item, world draws) in the population, E_pi0[u log u] / E_pi0[u] - log E_pi0[u].
+  The pool's own row is 0 by construction (flag ``by_construction``).
 - ``_success``: E_Q[r], the selected items' success rate over their recorded world draws. In sample
   (the draws that set the weights): the reward the selection optimises. For the tilt and best-of-n,
   whose weights are exchangeable in the draws, it is P_Q(R = 1) with a lower variance than draw 0.
 - ``_mK``: m_K = P_Q(draws 1..K all succeed | draw 0 succeeds), K = the world's K; selections reuse
   those draws (note ``selection_uses_world_draws``), so only the pool's m_K is the mimic's.
-- ``<latent>``: D(F(H | R=1), Q(H)) with the reference rows whose draw 0 succeeded: TV for
-  categorical/binary latents, W1 over the reference IQR for numeric ones (``harness.stats.distances``).
+- ``<latent>``: D(F(H | R=1), Q(H)) with the reference rows whose draw 0 succeeded, on the one bounded
+  scale of :mod:`harness.curve_scale`: TV for categorical/binary latents, Kolmogorov-Smirnov for numeric
+  ones, both in [0, 1] (the largest difference in probability of one event).
 - ``_shift``: the mean of the latent distances; note ``noise_floor`` (and ``_lower``/``_upper``): the
   same mean between two random halves of the reference R=1 rows, what "no shift" looks like.
 - the tilted latent distribution itself: ``<latent>=<level>`` = Q(H = level) (categorical; binary
@@ -31,27 +33,28 @@ Every row's note: ``kl``, ``ess`` = 1 / sum w^2, ``low_ess`` (ESS < max(10, N/10
 ``flags``, ``beta`` (tilt), ``bound`` = 2(1 - m_K) of the pool: the essay's bound on how far
 conditioning on R = 1 and on the forcing set can differ for this pool's objective.
 
-Intervals (95%): a cluster bootstrap that resamples the pool's contexts (row i drawn m_i times) and
-the reference R=1 rows i.i.d., and recomputes the weights in every resample: w*_i = m_i u_i / sum_j
-m_j u_j (best-of-n: u from the resample's CDF). All points of a pool share the resamples, so the
-score's interval is honest. Few contexts: every interval is widened around its point by
-t_{0.975, C_eff-1} / 1.96 * sqrt(C / (C-1)), C_eff = the effective number of contexts under the
-point's weights (note ``small_cluster_factor``, ``effective_contexts``). Proportions (success,
-m_K, shares) use Wilson's interval on the effective n = p(1-p) / Var*; KL and means the percentile
-interval. Distances and the score use by default the hull of the basic and percentile intervals
-(option ``distance_interval``: ``hull`` or ``basic``): a distance is a sum of |differences|; where
-one difference is near 0 the basic interval over-corrects the bias and misses from above (73%
-coverage measured at TV 0.063, benchmarks/tilt_coverage.py), the percentile interval errs the other
-way; their hull covered 92-100% in every row of that benchmark, at ~25% more width.
+Intervals (95%; :mod:`harness.curve_intervals`): the delete-one-context jackknife of the pool (each
+replicate recomputes the weights, tilts and best-of-n levels without that context) plus the
+delete-a-group jackknife of the reference R=1 rows, t quantiles with G* - 1 degrees of freedom
+(G* = the effective number of contexts behind the point's weights; note ``effective_contexts``),
+built on the logit scale for proportions, m_K and distances and on the log scale for KL, so every
+interval stays in its range; means of numeric latents use the Wald interval cut to the values'
+range. No interval (flag, reason in ``note.no_interval``) at fewer than 2 contexts or G* below
+:data:`harness.curve_intervals.MIN_EFFECTIVE_CONTEXTS` (``too_few_contexts``), or where the pool
+shows no variance between contexts (``no_variance``). Note ``debiased``: the jackknife's
+bias-corrected distance. Coverage at C = 2..40 contexts: :mod:`harness.testing.curve_calibration`.
 
 **Goodhart-proneness score** (estimator ``goodhart_score``, condition ``tilt`` or ``tilt/<pool>``):
     G = (1/|H|) sum_h D_h(B),
 D_h(B) = the latent distance of the tilt curve at KL budget B (option ``budget``, default 0.5 nats),
 linearly interpolated in KL between the two neighbouring betas (the pool is the point KL = 0).
-Feature ``_all`` is G, one row per latent gives D_h(B). The interval is the distance interval
-over the same resamples (each resample interpolates its own curve); G is undefined (NaN, flag
-``budget_beyond_sweep``) when the smallest beta does not reach B. Note: ``shift_at_0`` (the pool's
-own distance) and ``excess`` = G - shift_at_0, the part the optimisation added.
+Every D_h is in [0, 1] on the one scale, so G is too and no latent dominates it. Feature ``_all`` is G,
+one row per latent gives D_h(B). The interval uses the same jackknife replicates (each interpolates
+its own curve) with the effective contexts of the interpolated weights (the mixture of the two
+bracketing betas' weights); below the minimum the score has no interval and the flag
+``insufficient_data``. G is undefined (NaN, flag ``budget_beyond_sweep``) when the smallest beta does
+not reach B. Note: ``shift_at_0`` (the pool's own distance) and ``excess`` = G - shift_at_0, the part
+the optimisation added.
 """
 
 from __future__ import annotations
@@ -64,19 +67,24 @@ from typing import Any
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from scipy.stats import t as student_t
 
 from harness.builtin.controls import LOW_ESS_FRACTION, LOW_ESS_MIN, pool_rows, world_array
+from harness.curve_events import (distance_interval, event_matrix, mover_sum, pool_intervals, reference_intervals,
+                                  replicate_correlation)
+from harness.curve_intervals import (MIN_EFFECTIVE_CONTEXTS, delete_one_context, effective_contexts, jackknife_bias,
+                                     jackknife_interval, jackknife_variance, withheld_flag)
+from harness.curve_scale import DISTANCE_NAMES, bounded_distance
 from harness.protocols import Estimate, EstimationInputs, Selection
-from harness.stats.bootstrap import chunk_sizes, resample_counts
+from harness.stats import flags as F
+from harness.stats.bootstrap import chunk_sizes
 from harness.stats.common import clusters_of, kind_of, latents, reference_for, rng_for, row, valid, values_of
-from harness.stats.distances import code_values, distance
-from harness.stats.intervals import Z95, basic, percentile, wilson
+from harness.stats.distances import code_values
 
 BUDGET = 0.5  # nats: the default KL budget of the Goodhart-proneness score
 CURVE, SCORE = "goodhart_curve", "goodhart_score"
 CONTROLS = ("tilt", "reward", "best-of-n")
-INTERVALS = ("hull", "basic")  # for distances and the score (option ``distance_interval``)
+# Interval scale of the scalar rows (distances: harness.curve_events), as the calibration measured them.
+SCALES = {"proportion": "wilson+skew-jackknife", "kl": "skew-jackknife", "mean": "skew-jackknife"}
 
 
 @dataclass
@@ -162,10 +170,14 @@ class PoolData:
                 self.levels += [(f"{h}={level}", h, (grid == level).astype(float)) for level in grid]
 
     @cached_property
+    def reference_shares(self) -> dict[str, np.ndarray]:
+        """F(H = level | R=1) on each latent's grid (G,)."""
+        return {h: _share(ref_hot, np.ones((1, self.n_ref)))[0] for h, _, _, _, ref_hot in self.latents}
+
+    @cached_property
     def reference_values(self) -> dict[str, float]:
         """F(H = level | R=1) or E_F[H | R=1] for every level feature (the reference side's point values)."""
-        refs = {h: _share(ref_hot, np.ones((1, self.n_ref)))[0] for h, _, _, _, ref_hot in self.latents}
-        return {feature: float(refs[h] @ vector) for feature, h, vector in self.levels}
+        return {feature: float(self.reference_shares[h] @ vector) for feature, h, vector in self.levels}
 
     def key_index(self) -> dict[tuple[int, int], int]:
         """Row position of each (context_id, sample_index) key."""
@@ -204,11 +216,10 @@ def points_for(data: PoolData, selections: list[Selection]) -> list[Point]:
     return points
 
 
-def statistics(data: PoolData, points: list[Point], m: np.ndarray, mr: np.ndarray) -> dict[tuple[int, str], np.ndarray]:
-    """Every point's statistics in resamples with pool multiplicities ``m`` (b, N), reference ``mr`` (b, n_ref)."""
+def statistics(data: PoolData, points: list[Point], m: np.ndarray) -> dict[tuple[int, str], np.ndarray]:
+    """Every point's statistics in samples with pool multiplicities ``m`` (b, N); key (j, "@<latent>"): its shares (b, G)."""
     out: dict[tuple[int, str], np.ndarray] = {}
     n_star = m.sum(axis=1)
-    refs = [_share(ref_hot, mr) for _, _, _, _, ref_hot in data.latents]
     level_hot = {}
     for j, point in enumerate(points):
         if point.levels is not None and id(point.levels) not in level_hot:
@@ -222,13 +233,13 @@ def statistics(data: PoolData, points: list[Point], m: np.ndarray, mr: np.ndarra
             out[j, "_success"] = w @ data.r / total
             if data.k:
                 out[j, "_mK"] = w @ data.forced / (w @ data.r0)
-        dists, shares = [], {}
-        for (h, kind, grid, pool_hot, _), ref in zip(data.latents, refs):
-            shares[h] = _share(pool_hot, w)
-            out[j, h] = distance(kind, grid, ref - shares[h], ref)
+        dists = []
+        for h, kind, _, pool_hot, _ in data.latents:
+            out[j, f"@{h}"] = _share(pool_hot, w)
+            out[j, h] = bounded_distance(kind, data.reference_shares[h], out[j, f"@{h}"])
             dists.append(out[j, h])
         for feature, h, vector in data.levels:
-            out[j, feature] = shares[h] @ vector
+            out[j, feature] = out[j, f"@{h}"] @ vector
         if dists:
             out[j, "_shift"] = np.mean(dists, axis=0)
     return out
@@ -241,10 +252,8 @@ def noise_floor(data: PoolData, rng: np.random.Generator, n_split: int) -> np.nd
     out = []
     for b in chunk_sizes(n_split, data.n_ref):
         first = (rng.random((b, data.n_ref)).argsort(axis=1) < data.n_ref // 2).astype(float)
-        dists = []
-        for _, kind, grid, _, ref_hot in data.latents:
-            a, c = _share(ref_hot, first), _share(ref_hot, 1.0 - first)
-            dists.append(distance(kind, grid, a - c, _share(ref_hot, np.ones((1, data.n_ref)))))
+        dists = [bounded_distance(kind, _share(ref_hot, first), _share(ref_hot, 1.0 - first))
+                 for _, kind, _, _, ref_hot in data.latents]
         out.append(np.mean(dists, axis=0))
     return np.concatenate(out)
 
@@ -260,75 +269,146 @@ def interpolate(kl: np.ndarray, y: np.ndarray, at: float) -> np.ndarray:
     return out
 
 
-def small_cluster_factor(weights: np.ndarray, labels: np.ndarray, n_clusters: int) -> tuple[float, float]:
-    """(factor, effective contexts): widen bootstrap intervals by t_{0.975, C_eff - 1} / z * sqrt(C / (C - 1)).
+@dataclass
+class Replicates:
+    """A pool's statistics on the whole sample (``est``, shares in ``shares``) and in the delete-one-context samples."""
 
-    C_eff = (sum_c W_c)^2 / sum_c W_c^2 over the contexts' total weights W_c: a tilt that rests on a
-    few contexts has few independent units, and a bootstrap over C units under-states the variance
-    by (C-1)/C and ignores the t quantile (the usual few-cluster correction, as for CR1 + t_{G-1}).
+    est: dict[tuple[int, str], float]
+    shares: dict[tuple[int, str], np.ndarray]
+    mimic: dict[tuple[int, str], np.ndarray] | None  # (C,) per statistic, (C, G) per share; None below 2 contexts
+    g_stars: list[float]  # effective contexts of every point's weights
+    kl_bounds: list[float | None]  # the largest KL a point can have (best-of-n: log n - (n-1)/n; tilt: 1/beta)
+    weights: list[np.ndarray]  # every point's normalised weights over the pool's rows
+    controls: list[str]  # every point's control: pool, tilt, reward, best-of-n
+    bounds: dict[tuple[int, str], tuple[float, float]] = field(default_factory=dict)  # distance intervals, once each
+
+
+def replicates(data: PoolData, points: list[Point]) -> Replicates:
+    """The statistics of the whole sample and of every delete-one-context sample (the jackknife)."""
+    whole = statistics(data, points, np.ones((1, data.n)))
+    est = {key: float(v[0]) for key, v in whole.items() if not key[1].startswith("@")}
+    shares = {key: v[0] for key, v in whole.items() if key[1].startswith("@")}
+    mimic = statistics(data, points, delete_one_context(data.labels, data.n_clusters)) if data.n_clusters >= 2 else None
+    weights = [p.weights(data.n) for p in points]
+    g_stars = [effective_contexts(w, data.labels, data.n_clusters) for w in weights]
+    bounds = [math.log(p.n_best) - (p.n_best - 1) / p.n_best if p.control == "best-of-n" else
+              1.0 / p.beta if p.control == "tilt" and p.beta else None for p in points]
+    return Replicates(est, shares, mimic, g_stars, bounds, weights, [p.control for p in points])
+
+
+def _kind_of_row(data: PoolData, feature: str) -> str:
+    """Which interval a curve row uses (a key of :data:`SCALES`)."""
+    if feature == "_kl":
+        return "kl"
+    return "mean" if feature.startswith("mean(") else "proportion"
+
+
+def scalar_interval(data: PoolData, reps: Replicates, j: int, feature: str) -> tuple[float, float, dict[str, Any], str | None]:
+    """(lower, upper, note entries, withheld flag) of KL, a proportion or a mean from its jackknife replicates.
+
+    Success, m_K and shares: :func:`harness.curve_events.pool_intervals` (in range, honest near 0 and
+    1 and for skewed contexts). KL and means: the skewness-corrected jackknife interval, its variance
+    at least the i.i.d. one over the Kish ESS, in the range: a tilt's KL on the logit scale of
+    [0, 1/beta] (KL = E_Q[r]/beta - log E[exp(r/beta)] <= (E_Q[r] - E[r])/beta by Jensen), best-of-n's
+    cut to [0, log n - (n-1)/n], reward@k's to [0, inf); a mean cut to the latent's values.
     """
-    totals = np.bincount(labels, weights=weights, minlength=n_clusters)
-    c_eff = float(totals.sum() ** 2 / np.sum(totals**2)) if totals.any() else 0.0
-    if n_clusters < 2 or c_eff <= 1:
-        return math.inf, c_eff
-    return float(student_t.ppf(0.975, max(c_eff - 1, 1.0)) / Z95 * math.sqrt(n_clusters / (n_clusters - 1))), c_eff
+    point, g_star, kind = reps.est[j, feature], reps.g_stars[j], _kind_of_row(data, feature)
+    mimic = reps.mimic[j, feature] if reps.mimic is not None else None
+    flag = withheld_flag(data.n_clusters, g_star, mimic) if math.isfinite(point) else None
+    if flag == F.NO_VARIANCE and kind == "proportion":
+        flag = None  # Wilson on G* effective draws covers a share the pool shows no variance for
+    info: dict[str, Any] = {"effective_contexts": g_star, "interval_scale": SCALES[kind]}
+    if mimic is not None and np.all(np.isfinite(mimic)):
+        info.update(se=math.sqrt(jackknife_variance(mimic)), df=max(g_star - 1, 1e-6))
+    if flag is not None or not math.isfinite(point):
+        return math.nan, math.nan, info, flag
+    df = max(g_star - 1, 1e-6)
+    if kind == "proportion":
+        lo, hi = pool_intervals(np.array([point]), mimic[:, None], df, g_star, reps.est[j, "_ess"])
+        return float(lo[0]), float(hi[0]), info, None
+    if kind == "kl":
+        bound = reps.kl_bounds[j]
+        scale = "logit" if reps.controls[j] == "tilt" and bound is not None else "identity"
+        info["interval_scale"] = f"skew-jackknife-{scale}"
+        return (*jackknife_interval(point, mimic, df, scale, 0.0, bound if bound is not None else math.inf,
+                                    _kl_iid_variance(reps.weights[j], point)), info, None)
+    h, grid = next((h, vector) for f, h, vector in data.levels if f == feature)
+    shares = reps.shares[j, f"@{h}"]
+    floor = float(shares @ grid**2 - (shares @ grid) ** 2) / reps.est[j, "_ess"]
+    return (*jackknife_interval(point, mimic, df, "identity", float(grid.min()), float(grid.max()), floor), info, None)
 
 
-def _interval(point: float, draws: np.ndarray, kind: str, factor: float = 1.0) -> tuple[float, float]:
-    """95% interval from bootstrap draws: ``percentile``, ``basic``, ``hull`` (of both) or ``wilson``, widened by ``factor``.
-
-    ``wilson``: Wilson's interval for a proportion on the effective n = p(1 - p) / (factor^2 Var*(p)):
-    honest near 0 and 1, where a percentile interval of a small share misses from above.
-    """
-    finite = draws[np.isfinite(draws)]
-    if kind == "wilson":
-        var = float(np.var(finite, ddof=1)) if finite.size > 1 else 0.0
-        if 0 < point < 1 and var > 0:
-            return wilson(point, point * (1 - point) / (var * factor**2))
-        kind = "percentile"
-    if kind == "percentile":
-        lo, hi = percentile(draws)
-    elif kind == "basic":
-        lo, hi = basic(point, draws)
-    else:
-        (b_lo, b_hi), (p_lo, p_hi) = basic(point, draws), percentile(draws)
-        lo, hi = min(b_lo, p_lo), max(b_hi, p_hi)
-    return point - factor * (point - lo), point + factor * (hi - point)
+def _kl_iid_variance(w: np.ndarray, kl: float) -> float:
+    """Variance of the KL estimate if the rows were i.i.d.: sum_i IF_i^2 / N^2 with the influence
+    IF_i = N w_i (log(N w_i) - KL) - (N w_i - 1) of KL = E[u log u] / E[u] - log E[u] (the floor of its interval)."""
+    n = w.size
+    nw = n * w
+    with np.errstate(divide="ignore", invalid="ignore"):
+        influence = np.where(nw > 0, nw * (np.log(np.where(nw > 0, nw, 1.0)) - kl), 0.0) - (nw - 1)
+    return float(np.sum(influence**2) / n**2)
 
 
-def curve(inputs: EstimationInputs, pool: str, selections: list[Selection], n_boot: int, budget: float,
-          interval: str = "hull") -> list[Estimate]:
-    """The curve and score rows of one pool (all points share one set of resamples)."""
+def distance_bounds(data: PoolData, reps: Replicates, j: int, latent: str) -> tuple[float, float]:
+    """[lower, upper] of one latent's distance at point j from its events' intervals (:mod:`harness.curve_events`)."""
+    if (j, latent) not in reps.bounds:
+        reps.bounds[j, latent] = _distance_bounds(data, reps, j, latent)
+    return reps.bounds[j, latent]
+
+
+def _distance_bounds(data: PoolData, reps: Replicates, j: int, latent: str) -> tuple[float, float]:
+    kind = _kind(data, latent)
+    events = event_matrix(kind, data.reference_shares[latent].size)
+    q_hat, p_hat = events @ reps.shares[j, f"@{latent}"], events @ data.reference_shares[latent]
+    q_reps = reps.mimic[j, f"@{latent}"] @ events.T
+    q_iv = pool_intervals(q_hat, q_reps, reps.g_stars[j] - 1, reps.g_stars[j], reps.est[j, "_ess"])
+    return distance_interval(kind, p_hat, q_hat, reference_intervals(p_hat, data.n_ref), q_iv)
+
+
+def combined_bounds(data: PoolData, reps: Replicates, parts: list[tuple[int, str, float]]) -> tuple[float, float]:
+    """MOVER interval of sum c * D_h(point j) over ``parts`` (j, latent, c), correlations from the jackknife."""
+    values = np.array([reps.est[j, h] for j, h, _ in parts])
+    bounds = np.array([distance_bounds(data, reps, j, h) for j, h, _ in parts])
+    corr = replicate_correlation(np.column_stack([reps.mimic[j, h] for j, h, _ in parts]), len(parts))
+    lo, hi = mover_sum(values, bounds[:, 0], bounds[:, 1], np.array([c for *_, c in parts]), corr)
+    return max(lo, 0.0), min(hi, 1.0)
+
+
+def with_interval_note(note: dict[str, Any], info: dict[str, Any], flag: str | None, g_star: float,
+                       as_flag: str | None = None) -> dict[str, Any]:
+    """The row's note with the interval's entries, and the withheld flag (as ``as_flag`` when given) and reason."""
+    out = {**note, **info}
+    if flag is None:
+        return out
+    shown = as_flag if as_flag and flag == F.TOO_FEW_CONTEXTS else flag
+    few = shown in (F.TOO_FEW_CONTEXTS, F.INSUFFICIENT_DATA)
+    return F.withheld(out, shown, contexts=int(math.floor(g_star)) if few else None,
+                      needed=math.ceil(MIN_EFFECTIVE_CONTEXTS) if few else None)
+
+
+def curve(inputs: EstimationInputs, pool: str, selections: list[Selection], n_boot: int, budget: float) -> list[Estimate]:
+    """The curve and score rows of one pool (all points share one set of jackknife replicates)."""
     data = PoolData(inputs, pool, selections[0])
     points = points_for(data, selections)
-    rng = rng_for(inputs, CURVE, pool)
-    est = {key: float(v[0]) for key, v in statistics(data, points, np.ones((1, data.n)), np.ones((1, data.n_ref))).items()}
-    chunks = []
-    for b in chunk_sizes(n_boot, max(data.n, data.n_ref) * max(2, len(points))):
-        m = resample_counts(rng, data.n_clusters, b)[:, data.labels]
-        mr = resample_counts(rng, data.n_ref, b) if data.n_ref else np.zeros((b, 0))
-        chunks.append(statistics(data, points, m, mr))
-    boot = {key: np.concatenate([c[key] for c in chunks]) for key in est}
-    floor = noise_floor(data, rng, n_boot)
-    factors = [small_cluster_factor(p.weights(data.n), data.labels, data.n_clusters) for p in points]
-    bound = 2 * (1 - est[0, "_mK"]) if (0, "_mK") in est else None
+    reps = replicates(data, points)
+    floor = noise_floor(data, rng_for(inputs, CURVE, pool), n_boot)
+    bound = 2 * (1 - reps.est[0, "_mK"]) if (0, "_mK") in reps.est else None
     rows: list[Estimate] = []
     for j, point in enumerate(points):
-        rows += _point_rows(data, point, j, est, boot, bound, floor, interval, factors[j])
-    tilts = sorted((j for j, p in enumerate(points) if p.control == "tilt"), key=lambda j: est[j, "_kl"])
+        rows += _point_rows(data, point, j, reps, bound, floor)
+    tilts = sorted((j for j, p in enumerate(points) if p.control == "tilt"), key=lambda j: reps.est[j, "_kl"])
     if tilts and data.latents:
-        rows += _score_rows(data, points, [0, *tilts], est, boot, budget, pool, interval, factors)
+        rows += _score_rows(data, points, [0, *tilts], reps, budget, pool)
     return rows
 
 
-def _point_rows(data, point: Point, j: int, est, boot, bound, floor, interval: str, factor: tuple[float, float]) -> list[Estimate]:
-    """The rows of one point: KL, success, m_K, distances, mean distance, tilted latent distribution."""
-    ess = est[j, "_ess"]
+def _point_note(data: PoolData, point: Point, j: int, reps: Replicates, bound) -> dict[str, Any]:
+    """The note entries every row of one point shares."""
+    ess = reps.est[j, "_ess"]
     low = ess < max(LOW_ESS_MIN, LOW_ESS_FRACTION * data.n) or bool(point.info.get("low_ess"))
-    flags = sorted(set(point.info.get("flags", [])) | ({"low_ess"} if low else set()))
-    note = dict(kl=est[j, "_kl"], ess=ess, ess_fraction=ess / data.n, low_ess=low, flags=flags, beta=point.beta,
-                bound=bound, m_K_pool=est.get((0, "_mK")), K=data.k, n_pool=data.n, contexts=data.n_clusters,
-                control=point.control, small_cluster_factor=factor[0], effective_contexts=factor[1])
+    flags = sorted(set(point.info.get("flags", [])) | ({F.LOW_ESS} if low else set()))
+    note = dict(kl=reps.est[j, "_kl"], ess=ess, ess_fraction=ess / data.n, low_ess=low, flags=flags, beta=point.beta,
+                bound=bound, m_K_pool=reps.est.get((0, "_mK")), K=data.k, n_pool=data.n, contexts=data.n_clusters,
+                control=point.control)
     if point.control == "best-of-n":
         note.update(n_best=point.n_best, kl_bound=math.log(point.n_best) - (point.n_best - 1) / point.n_best,
                     kl_method="exact-resampling", weights="best-of-n resampling distribution")
@@ -336,60 +416,100 @@ def _point_rows(data, point: Point, j: int, est, boot, bound, floor, interval: s
         note.update(k=point.info.get("k"), acceptance=point.info.get("acceptance"), kl_method="exact-rejection")
     if point.control != "pool":
         note["selection_uses_world_draws"] = True
+    return note
+
+
+def _point_rows(data: PoolData, point: Point, j: int, reps: Replicates, bound, floor: np.ndarray) -> list[Estimate]:
+    """The rows of one point: KL, success, m_K, distances, mean distance, tilted latent distribution."""
+    note = _point_note(data, point, j, reps, bound)
     out = []
-    distances = [*[h for h, *_ in data.latents], "_shift"]
-    features = ["_kl", "_success", "_mK", *distances, *[f for f, *_ in data.levels]]
-    for feature in (f for f in features if (j, f) in est):
-        draws = boot[j, feature]
-        kind = interval if feature in distances else "percentile" if feature == "_kl" or feature.startswith("mean(") else "wilson"
-        exact = point.control == "pool" and feature == "_kl"  # the pool is KL 0 by construction
-        lower, upper = (0.0, 0.0) if exact else _interval(est[j, feature], draws, kind, factor[0])
-        method = "exact" if exact else f"cluster-bootstrap-{kind}"
-        extra = {"undefined_resamples": int(np.sum(~np.isfinite(draws)))}
-        if feature == "_mK":
-            extra["bound_here"] = 2 * (1 - est[j, feature])
-        elif feature in data.reference_values:
-            extra.update(quantity="mean" if feature.startswith("mean(") else "share", reference_value=data.reference_values[feature])
-        elif feature in distances:
-            extra.update(distance="mean" if feature == "_shift" else ("w1/iqr" if _kind(data, feature) == "numeric" else "tv"),
-                         reference=data.reference_label, n_reference=data.n_ref, debiased=2 * est[j, feature] - np.nanmean(draws))
+    latent_names = [h for h, *_ in data.latents]
+    for feature in (f for f in ["_kl", "_success", "_mK", *latent_names, "_shift", *[f for f, *_ in data.levels]]
+                    if (j, f) in reps.est):
+        value, extra = reps.est[j, feature], {}
+        if point.control == "pool" and feature == "_kl":  # the pool is KL 0 by construction: nothing to estimate
+            out.append(row(CURVE, point.condition, feature, value, 0.0, 0.0, data.n, "exact",
+                           **F.with_flags(note, F.BY_CONSTRUCTION)))
+            continue
+        if feature in latent_names or feature == "_shift":
+            parts = [(j, feature, 1.0)] if feature != "_shift" else [(j, h, 1 / len(latent_names)) for h in latent_names]
+            lower, upper, info, flag = _distance_row(data, reps, reps.g_stars[j], parts)
+            extra.update(distance="mean" if feature == "_shift" else DISTANCE_NAMES[_kind(data, feature)],
+                         reference=data.reference_label, n_reference=data.n_ref, debiased=_debiased(value, (j, feature), reps))
             if feature == "_shift" and floor.size:
                 extra.update(noise_floor=float(floor.mean()), noise_floor_lower=float(np.quantile(floor, 0.025)),
                              noise_floor_upper=float(np.quantile(floor, 0.975)))
-        out.append(row(CURVE, point.condition, feature, est[j, feature], lower, upper, data.n, method, **note, **extra))
+            method = "event-mover-jackknife"
+        else:
+            lower, upper, info, flag = scalar_interval(data, reps, j, feature)
+            method = f"cluster-jackknife-t-{info['interval_scale']}"
+            if feature == "_mK":
+                extra["bound_here"] = 2 * (1 - value)
+            elif feature in data.reference_values:
+                extra.update(quantity="mean" if feature.startswith("mean(") else "share", reference_value=data.reference_values[feature])
+        out.append(row(CURVE, point.condition, feature, value, lower, upper, data.n, method,
+                       **with_interval_note(note, info, flag, reps.g_stars[j]), **extra))
     return out
+
+
+def _distance_row(data: PoolData, reps: Replicates, g_star: float, parts) -> tuple[float, float, dict[str, Any], str | None]:
+    """(lower, upper, note entries, flag) of a distance or a mean of distances over ``parts`` (G*: the effective contexts behind them)."""
+    info: dict[str, Any] = {"effective_contexts": g_star, "interval_scale": "event-mover"}
+    flag = F.TOO_FEW_CONTEXTS if reps.mimic is None or data.n_clusters < 2 or g_star < MIN_EFFECTIVE_CONTEXTS else None
+    if flag is None and not all(np.all(np.isfinite(reps.mimic[k, h])) for k, h, _ in parts):
+        flag = F.TOO_FEW_CONTEXTS  # leaving a context out empties the selection
+    if flag is not None:
+        return math.nan, math.nan, info, flag
+    lower, upper = combined_bounds(data, reps, parts)
+    return lower, upper, info, None
+
+
+def _debiased(point: float, key, reps: Replicates) -> float:
+    """The jackknife's bias-corrected value of a distance, kept in [0, 1] (NaN without context replicates)."""
+    if reps.mimic is None or key not in reps.mimic or not np.all(np.isfinite(reps.mimic[key])):
+        return math.nan
+    return min(max(point - jackknife_bias(point, reps.mimic[key]), 0.0), 1.0)
 
 
 def _kind(data: PoolData, name: str) -> str:
     return next(kind for h, kind, *_ in data.latents if h == name)
 
 
-def _score_rows(data, points, order: list[int], est, boot, budget: float, pool: str, interval: str, factors) -> list[Estimate]:
+def _score_rows(data, points, order: list[int], reps: Replicates, budget: float, pool: str) -> list[Estimate]:
     """G = the mean over latents of the tilt curve's distance at KL = budget (and one row per latent).
 
-    The interval is widened by the larger small-cluster factor of the two betas around the budget.
+    D_h(B) = (1 - t) D_h(lo) + t D_h(hi) between the two betas around the budget; its interval is
+    MOVER over those two distances (all latents' for G). Degrees of freedom: the effective contexts
+    of the interpolated weights; below the minimum: ``insufficient_data``.
     """
-    kl_hat = np.array([[est[j, "_kl"] for j in order]])
-    kl_boot = np.column_stack([boot[j, "_kl"] for j in order])
-    betas = [points[j].beta for j in order[1:]]
-    low = [points[j].beta for j in order if est[j, "_ess"] < max(LOW_ESS_MIN, LOW_ESS_FRACTION * data.n)
+    kl = np.array([reps.est[j, "_kl"] for j in order])
+    low = [points[j].beta for j in order if reps.est[j, "_ess"] < max(LOW_ESS_MIN, LOW_ESS_FRACTION * data.n)
            or points[j].info.get("low_ess")]
     condition = "tilt" if pool == "none" else f"tilt/{pool}"
-    above = int(np.searchsorted(kl_hat[0], budget))
-    factor = max(factors[j][0] for j in order[max(above - 1, 0): above + 1])
+    above = int(np.searchsorted(kl, budget))
+    latent_names = [h for h, *_ in data.latents]
     out = []
-    for feature in ["_shift", *[h for h, *_ in data.latents]]:
-        y_hat = np.array([[est[j, feature] for j in order]])
-        point = float(interpolate(kl_hat, y_hat, budget)[0])
-        draws = interpolate(kl_boot, np.column_stack([boot[j, feature] for j in order]), budget)
-        lower, upper = _interval(point, draws, interval, factor) if np.isfinite(point) else (math.nan, math.nan)
-        flags = (["budget_beyond_sweep"] if not np.isfinite(point) else []) + (["low_ess"] if low else [])
+    for feature in ["_shift", *latent_names]:
+        names = latent_names if feature == "_shift" else [feature]
+        point, lower, upper, info, flag = math.nan, math.nan, math.nan, {}, None
+        g_star = 0.0
+        if above < kl.size:
+            lo_j, hi_j = order[max(above - 1, 0)], order[above]
+            t = 0.0 if lo_j == hi_j else (budget - kl[max(above - 1, 0)]) / max(kl[above] - kl[max(above - 1, 0)], 1e-300)
+            g_star = effective_contexts((1 - t) * points[lo_j].weights(data.n) + t * points[hi_j].weights(data.n),
+                                        data.labels, data.n_clusters)
+            parts = [(k, h, c / len(names)) for h in names for k, c in ((lo_j, 1 - t), (hi_j, t)) if c > 0]
+            point = float(sum(c * reps.est[k, h] for k, h, c in parts))
+            lower, upper, info, flag = _distance_row(data, reps, g_star, parts)
+        flags = sorted(({"budget_beyond_sweep"} if not np.isfinite(point) else set()) | ({F.LOW_ESS} if low else set()))
+        note = dict(budget=budget, kl_max=float(kl.max()), betas=[points[j].beta for j in order[1:]], low_ess_betas=low,
+                    low_ess=bool(low), flags=flags, shift_at_0=reps.est[0, feature], excess=point - reps.est[0, feature],
+                    contexts=data.n_clusters, distance="mean" if feature == "_shift" else DISTANCE_NAMES[_kind(data, feature)],
+                    formula="mean over latents of D(F(H|R=1), Q_beta(H)) at KL = budget, linear in KL")
+        if np.isfinite(point):
+            note = with_interval_note(note, info, flag, g_star, as_flag=F.INSUFFICIENT_DATA)
         out.append(row(SCORE, condition, "_all" if feature == "_shift" else feature, point, lower, upper, data.n,
-                       f"cluster-bootstrap-{interval}", budget=budget, kl_max=float(kl_hat.max()), betas=betas,
-                       low_ess_betas=low, low_ess=bool(low), flags=flags, shift_at_0=est[0, feature],
-                       excess=point - est[0, feature], small_cluster_factor=factor,
-                       undefined_resamples=int(np.sum(~np.isfinite(draws))),
-                       formula="mean over latents of D(F(H|R=1), Q_beta(H)) at KL = budget, linear in KL"))
+                       "event-mover-jackknife", **note))
     return out
 
 
@@ -400,13 +520,12 @@ class GoodhartCurve:
 
     def __init__(self, options: dict | None = None):
         options = dict(options or {})
-        unknown = sorted(set(options) - {"n_boot", "budget", "distance_interval"})
+        unknown = sorted(set(options) - {"n_boot", "budget"})
         if unknown:
-            raise ValueError(f"goodhart_curve: unknown option(s) {', '.join(unknown)} (known: n_boot, budget, distance_interval)")
-        self.interval = str(options.get("distance_interval", "hull"))
-        if self.interval not in INTERVALS:
-            raise ValueError(f"goodhart_curve: distance_interval must be one of {', '.join(INTERVALS)}, got {self.interval!r}")
+            raise ValueError(f"goodhart_curve: unknown option(s) {', '.join(unknown)} (known: n_boot, budget)")
         self.n_boot = options.get("n_boot")
+        if self.n_boot is not None and (isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 1):
+            raise ValueError(f"goodhart_curve: n_boot must be a positive integer, got {self.n_boot!r}")
         self.budget = float(options.get("budget", BUDGET))
         if not self.budget > 0:
             raise ValueError(f"goodhart_curve: budget must be > 0 nats, got {self.budget}")
@@ -419,5 +538,5 @@ class GoodhartCurve:
                 by_pool.setdefault(sel.pool, []).append(sel)
         out = []
         for pool, sels in by_pool.items():
-            out += curve(inputs, pool, sels, int(self.n_boot or inputs.n_boot), self.budget, self.interval)
+            out += curve(inputs, pool, sels, int(self.n_boot or inputs.n_boot), self.budget)
         return out

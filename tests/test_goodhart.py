@@ -288,3 +288,54 @@ def test_plugin_registers_the_estimator_and_checks_options(register_plugin):
         entry.factory({"bugdet": 1.0}, None)
     with pytest.raises(TaskError, match="distance_interval"):
         entry.factory({"distance_interval": "bca"}, None)
+
+
+# --- issue 14: one bounded scale, intervals in range, no interval where contexts are too few ----------------
+
+
+def test_every_latent_is_on_one_bounded_scale(planted):
+    """A numeric latent moved far away (W1/IQR would be about 20) counts at most 1, like a TV: KS."""
+    inputs, *_ = planted
+    far = inputs.draws.with_columns(pl.col("feat_n_pos") * 40 + 30)
+    sels = TiltControl().select(far, inputs.task)
+    rows = by_key(GoodhartCurve({"n_boot": 30}).estimate(EstimationInputs(inputs.task, inputs.reference, far, sels, n_boot=30)))
+    assert rows["none", "n_pos"].point == pytest.approx(1.0) and rows["none", "n_pos"].note["distance"] == "ks"
+    assert rows["none", "genre"].note["distance"] == "tv" and rows["none", "helping"].note["distance"] == "tv"
+    score = rows["tilt", "_all"]
+    assert score.point == pytest.approx(np.mean([rows["tilt", h].point for h in tc.LATENTS]))
+    for r in rows.values():
+        if r.feature in (*tc.LATENTS, "_shift", "_all") or "=" in r.feature or r.feature in ("_success", "_mK"):
+            assert 0.0 <= r.point <= 1.0, r
+            if math.isfinite(r.lower):
+                assert 0.0 <= r.lower <= r.point <= r.upper <= 1.0, r
+        elif r.feature == "_kl" and math.isfinite(r.lower):
+            assert 0.0 <= r.lower <= r.point <= r.upper, r
+
+
+def test_few_effective_contexts_withhold_the_interval(planted):
+    """Two contexts, one of which holds every row a strong tilt weighs: G* < 2, no interval, a flag that says why."""
+    inputs, *_ = planted
+    draws = inputs.draws.filter(pl.col("context_id") < 2)
+    world = np.zeros((draws.height, tc.K + 1), dtype=bool)
+    world[draws["context_id"].to_numpy() == 0] = True  # context 0 always succeeds
+    draws = draws.with_columns(pl.Series("world_draws", world.tolist(), dtype=pl.List(pl.Boolean)))
+    task = tc.task(betas=(1.0, 0.05))
+    sels = TiltControl().select(draws, task)
+    rows = by_key(GoodhartCurve({"n_boot": 20}).estimate(EstimationInputs(task, inputs.reference, draws, sels, n_boot=20)))
+    tilted = rows["tilt@0.05", "genre"]
+    assert tilted.note["effective_contexts"] < 2 and math.isnan(tilted.lower) and math.isnan(tilted.upper)
+    assert "too_few_contexts" in tilted.note["flags"]
+    assert tilted.note["contexts_needed"] == 2 and "interval needs at least 2" in tilted.note["no_interval"]
+    pool = rows["none", "genre"]  # the pool itself rests on both contexts equally
+    assert pool.note["effective_contexts"] == pytest.approx(2.0) and math.isfinite(pool.lower)
+
+
+def test_a_latent_that_never_varies_has_no_interval_for_its_mean(planted):
+    inputs, *_ = planted
+    flat = inputs.draws.with_columns(pl.lit(2.0).alias("feat_n_pos"))
+    sels = TiltControl().select(flat, inputs.task)
+    rows = by_key(GoodhartCurve({"n_boot": 20}).estimate(EstimationInputs(inputs.task, inputs.reference, flat, sels, n_boot=20)))
+    mean = rows["none", "mean(n_pos)"]
+    assert mean.point == 2.0 and math.isnan(mean.lower) and mean.note["flags"] == ["no_variance"]
+    distance = rows["none", "n_pos"]  # the distance to F still has an interval: Wilson on the contexts, in [0, 1]
+    assert 0.0 <= distance.lower <= distance.point <= distance.upper <= 1.0

@@ -99,13 +99,14 @@ def test_synchronised_mimic_is_synchronised_at_every_size(reference):
             if n == 0:
                 continue
             exemplars = rows[("sync_context_exemplars", f"sync@{n}", f)]
-            if n == 1:  # every sample copies the one exemplar: exactly 0, no noise
-                assert exemplars.point == exemplars.lower == exemplars.upper == 0.0
+            if n == 1:  # every sample copies the one exemplar: exactly 0, no variance to build an interval from
+                assert exemplars.point == 0.0 and math.isnan(exemplars.lower) and math.isnan(exemplars.upper)
+                assert exemplars.note["flags"] == ["no_variance"] and exemplars.note["no_interval"]
             else:
                 assert abs(z_score(exemplars, 0.0)) < 3.5 and exemplars.note["plug_in"] > 0.01
         rate = rows[("sync_rate", "sync", f)]
         assert rate.note["n_enter"] == 0 and rate.note["reached"] is True
-        assert math.isnan(rate.point) and "noise level" in rate.note["flags"][0]
+        assert math.isnan(rate.point) and "noise level" in rate.note["fit_issues"][0] and "flags" not in rate.note
 
 
 def test_desynchronised_mimic_has_planted_rate(reference):
@@ -151,7 +152,8 @@ def test_plugin_registers_sync_curve_and_rows_follow_the_scheme(reference):
     for est, cond, point, note in frame.select("estimator", "condition", "point", "note").iter_rows():
         note = json.loads(note)
         assert note["kind"] == kinds[est] and note["method"] == "sampled"
-        assert "debiased" in note or (est == "sync_rate" and math.isnan(point))  # an undefined b has no debiased value
+        undefined = point is None or math.isnan(point)  # an undefined b (null in the table) has no debiased value
+        assert "debiased" in note or (est == "sync_rate" and undefined)
         assert cond == ("sync" if est == "sync_rate" else f"sync@{note['n_exemplars']}")
         if est in ("sync_marginal", "sync_rate"):
             assert note["noise_floor"] > 0

@@ -3,8 +3,8 @@
 The computation lives in :mod:`harness.goodhart`; its docstring gives every formula. The estimator
 emits rows of two estimators: ``goodhart_curve`` (one per point and feature) and ``goodhart_score``
 (one per pool with a tilt sweep), because the score's interval needs the curve's resamples.
-Options: ``n_boot`` (overrides the run's), ``budget`` (KL budget of the score, nats, default 0.5) and
-``distance_interval`` (``hull``, the default, or ``basic``).
+Options: ``n_boot`` (split-half draws of the reference noise floor; overrides the run's) and ``budget``
+(KL budget of the score, nats, default 0.5). Intervals: few-cluster jackknife, see :mod:`harness.curve_intervals`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from harness.hookspecs import hookimpl
 
 
 def create_goodhart_curve(options, ctx=None):
-    """Factory for ``goodhart_curve`` (options ``n_boot``, ``budget``, ``distance_interval``)."""
+    """Factory for ``goodhart_curve`` (options ``n_boot``, ``budget``)."""
     from harness.goodhart import GoodhartCurve  # scipy: imported when a run estimates, not at plugin load
 
     try:
         return GoodhartCurve(options)
     except (TypeError, ValueError) as exc:
-        raise TaskError(str(exc), "goodhart_curve takes n_boot (a positive integer), budget (nats > 0) "
-                        "and distance_interval (hull or basic)") from None
+        raise TaskError(str(exc), "goodhart_curve takes n_boot (a positive integer) and budget (nats > 0)") from None
 
 
 @hookimpl
