@@ -14,8 +14,9 @@ from typing import Any
 import polars as pl
 
 from harness.leaderboard import latents as lt
-from harness.leaderboard.fmt import decimals_for, fmt_number
+from harness.leaderboard.fmt import decimals_for, fmt_number, withheld_reason
 from harness.leaderboard.score import FORCING_ESTIMATORS, TRANSFER_ESTIMATORS, norm_name, parse_note
+from harness.stats.flags import flags_of
 
 
 
@@ -145,6 +146,16 @@ def _interval(row: Mapping[str, Any] | None) -> dict[str, float | None] | None:
     return {"point": _num(row["point"]), "lower": _num(row["lower"]), "upper": _num(row["upper"])}
 
 
+def _curve_value(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A curve point's interval, with ``reason`` (why there is none, or None) and its ``flags``."""
+    value = _interval(row)
+    if value is not None:
+        note = parse_note(row["note"])
+        value["flags"] = flags_of(note, row.get("method"))
+        value["reason"] = withheld_reason(note, value["flags"]) if value["lower"] is None or value["upper"] is None else None
+    return value
+
+
 def _goodhart_control(condition: str) -> str:
     base = condition.split("/", 1)[0]
     for prefix, control in (("tilt@", "tilt"), ("reward@", "reward"), ("best-of-", "best-of-n")):
@@ -176,7 +187,7 @@ def goodhart_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict
         kl = _num(rows["_kl"]["point"]) if "_kl" in rows else None
         if kl is None:
             kl = next((_num(n.get("kl")) for n in notes.values() if _num(n.get("kl")) is not None), None)
-        success, shift = _interval(rows.get("_success")), _interval(rows.get("_shift"))
+        success, shift = _curve_value(rows.get("_success")), _curve_value(rows.get("_shift"))
         if kl is None or (success is None and shift is None):
             continue
         pool = _goodhart_pool(condition)
@@ -211,7 +222,7 @@ def sync_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str
         match = re.fullmatch(r"sync@(\d+)", str(row["condition"]))
         n = note.get("n_exemplars")
         n = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) else int(match.group(1)) if match else None
-        value = _interval(row)
+        value = _curve_value(row)
         if n is None or value is None:
             continue
         per_model.setdefault(row["model"], {}).setdefault(str(row["feature"]), []).append({"n": n, **value, "noise_floor": _num(note.get("noise_floor"))})

@@ -309,14 +309,13 @@ def goodhart_charts(curves: list[dict[str, Any]], colours: dict[str, str] | None
         kls = [p["kl"] for c in group for p in c["points"]]
         x_range = (min(kls + [0.0]), max(kls + [1e-3]))
         ticks = _ticks(list(x_range))
-        for key, what, cap in (("success", "control success E_Q[r]", 1.0), ("shift", "mean latent shift", None)):
+        for key, what, cap in (("success", "control success E_Q[r]", 1.0), ("shift", "mean latent shift (TV, KS)", 1.0)):
             series, bands, hlines = [], [], []
             for c in group:
                 col = _pick(c["model"], colours, models.index(c["model"]))
                 pts = [{"x": p["kl"], **p[key], "line": p["control"] in ("none", "tilt"), "shape": GOODHART_SHAPES.get(p["control"], "circle"),
                         "hollow": p["low_ess"], "tip": f"{c['model_name']} · {p['condition']} · KL {fmt_number(p['kl'], 3)} nats: "
-                                                      f"{fmt_interval(p[key]['point'], p[key]['lower'], p[key]['upper'])}"
-                                                      + (" (low ESS)" if p["low_ess"] else "")}
+                                                      f"{_tip_value(p[key])}" + (" (low ESS)" if p["low_ess"] else "")}
                        for p in c["points"] if p[key] is not None]
                 if pts:
                     series.append({"name": c["model_name"], "colour": col, "points": pts, "line": True})
@@ -330,6 +329,13 @@ def goodhart_charts(curves: list[dict[str, Any]], colours: dict[str, str] | None
                                 caption="x: KL from the pool (nats) · line: tilt sweep with 95% band · ■ reward@K · ▲ best-of-n",
                                 x_ticks=ticks, x_range=x_range, bands=bands, hlines=hlines, y_cap=cap, width=width))
     return out
+
+
+def _tip_value(value: dict[str, Any]) -> str:
+    """``0.12 [0.05, 0.20]``, or the point, ``no interval`` and why; then the flags."""
+    text = fmt_interval(value["point"], value["lower"], value["upper"], value.get("reason"))
+    shown = [f for f in value.get("flags") or [] if f != "low_ess"]  # low ESS is said apart
+    return text + (f" · flags: {', '.join(f.replace('_', ' ') for f in shown)}" if shown else "")
 
 
 def sync_charts(curves: list[dict[str, Any]], width: int = 620) -> list[Markup]:
@@ -346,7 +352,7 @@ def sync_charts(curves: list[dict[str, Any]], width: int = 620) -> list[Markup]:
             col = colour(i)
             series.append({"name": f["feature"], "colour": col, "line": True, "points": [
                 {"x": pos(p["n"]), "point": p["point"], "lower": p["lower"], "upper": p["upper"],
-                 "tip": f"{c['model_name']} · {f['feature']} · n={p['n']}: {fmt_interval(p['point'], p['lower'], p['upper'])}"
+                 "tip": f"{c['model_name']} · {f['feature']} · n={p['n']}: {_tip_value(p)}"
                         + (f" (noise floor {fmt_number(p['noise_floor'], 3)})" if p["noise_floor"] is not None else "")}
                 for p in f["points"]]})
             floor = [p for p in f["points"] if p["noise_floor"] is not None]
@@ -355,6 +361,7 @@ def sync_charts(curves: list[dict[str, Any]], width: int = 620) -> list[Markup]:
                               "name": "noise floor" if not bands else None})
         x_range = (pos(ns[0]), pos(ns[-1]) if len(ns) > 1 else pos(ns[0]) + 1)
         out.append(xy_chart(series, label=f"synchronisation curve of {c['model_name']}: distance to the reference against the number of exemplars",
-                            title=f"{c['model_name']} · distance vs exemplars", caption="x: number of exemplars n (log scale) · grey: each feature's noise floor",
-                            x_ticks=[(pos(n), f"n={n}") for n in ns], x_range=x_range, bands=bands, width=width))
+                            title=f"{c['model_name']} · distance vs exemplars",
+                            caption="x: number of exemplars n (log scale) · y: TV or KS (0-1) · grey: each feature's noise floor",
+                            x_ticks=[(pos(n), f"n={n}") for n in ns], x_range=x_range, bands=bands, y_cap=1.0, width=width))
     return out
