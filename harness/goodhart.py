@@ -69,8 +69,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from harness.builtin.controls import LOW_ESS_FRACTION, LOW_ESS_MIN, pool_rows, world_array
-from harness.curve_events import (distance_interval, event_matrix, mover_sum, pool_intervals, reference_intervals,
-                                  replicate_correlation)
+from harness.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals, sum_of_ends
 from harness.curve_intervals import (MIN_EFFECTIVE_CONTEXTS, delete_one_context, effective_contexts, jackknife_bias,
                                      jackknife_interval, jackknife_variance, withheld_flag)
 from harness.curve_scale import DISTANCE_NAMES, bounded_distance
@@ -310,7 +309,8 @@ def scalar_interval(data: PoolData, reps: Replicates, j: int, feature: str) -> t
     1 and for skewed contexts). KL and means: the skewness-corrected jackknife interval, its variance
     at least the i.i.d. one over the Kish ESS, in the range: a tilt's KL on the logit scale of
     [0, 1/beta] (KL = E_Q[r]/beta - log E[exp(r/beta)] <= (E_Q[r] - E[r])/beta by Jensen), best-of-n's
-    cut to [0, log n - (n-1)/n], reward@k's to [0, inf); a mean cut to the latent's values.
+    cut to [0, log n - (n-1)/n], reward@k's to [0, inf); a mean cut to the latent's values, its floor
+    from the larger of the point's and the pool's variance of the latent.
     """
     point, g_star, kind = reps.est[j, feature], reps.g_stars[j], _kind_of_row(data, feature)
     mimic = reps.mimic[j, feature] if reps.mimic is not None else None
@@ -333,9 +333,16 @@ def scalar_interval(data: PoolData, reps: Replicates, j: int, feature: str) -> t
         return (*jackknife_interval(point, mimic, df, scale, 0.0, bound if bound is not None else math.inf,
                                     _kl_iid_variance(reps.weights[j], point)), info, None)
     h, grid = next((h, vector) for f, h, vector in data.levels if f == feature)
-    shares = reps.shares[j, f"@{h}"]
-    floor = float(shares @ grid**2 - (shares @ grid) ** 2) / reps.est[j, "_ess"]
-    return (*jackknife_interval(point, mimic, df, "identity", float(grid.min()), float(grid.max()), floor), info, None)
+    # A few heavy rows that share one value show no spread: the floor takes the larger of the
+    # tilted and the pool's own variance of H (the pool's rows are where Q's rows come from).
+    spread = max(_variance(reps.shares[j, f"@{h}"], grid), _variance(reps.shares[0, f"@{h}"], grid))
+    return (*jackknife_interval(point, mimic, df, "identity", float(grid.min()), float(grid.max()),
+                                spread / reps.est[j, "_ess"]), info, None)
+
+
+def _variance(shares: np.ndarray, grid: np.ndarray) -> float:
+    """Variance of a latent with these shares on its grid."""
+    return float(shares @ grid**2 - (shares @ grid) ** 2)
 
 
 def _kl_iid_variance(w: np.ndarray, kl: float) -> float:
@@ -365,11 +372,9 @@ def _distance_bounds(data: PoolData, reps: Replicates, j: int, latent: str) -> t
 
 
 def combined_bounds(data: PoolData, reps: Replicates, parts: list[tuple[int, str, float]]) -> tuple[float, float]:
-    """MOVER interval of sum c * D_h(point j) over ``parts`` (j, latent, c), correlations from the jackknife."""
-    values = np.array([reps.est[j, h] for j, h, _ in parts])
+    """Interval of sum c * D_h(point j) over ``parts`` (j, latent, c): the same sum of the components' ends."""
     bounds = np.array([distance_bounds(data, reps, j, h) for j, h, _ in parts])
-    corr = replicate_correlation(np.column_stack([reps.mimic[j, h] for j, h, _ in parts]), len(parts))
-    lo, hi = mover_sum(values, bounds[:, 0], bounds[:, 1], np.array([c for *_, c in parts]), corr)
+    lo, hi = sum_of_ends(bounds[:, 0], bounds[:, 1], np.array([c for *_, c in parts]))
     return max(lo, 0.0), min(hi, 1.0)
 
 
@@ -479,7 +484,7 @@ def _score_rows(data, points, order: list[int], reps: Replicates, budget: float,
     """G = the mean over latents of the tilt curve's distance at KL = budget (and one row per latent).
 
     D_h(B) = (1 - t) D_h(lo) + t D_h(hi) between the two betas around the budget; its interval is
-    MOVER over those two distances (all latents' for G). Degrees of freedom: the effective contexts
+    the same combination of those two distances' ends (all latents' for G). Degrees of freedom: the effective contexts
     of the interpolated weights; below the minimum: ``insufficient_data``.
     """
     kl = np.array([reps.est[j, "_kl"] for j in order])
