@@ -74,10 +74,10 @@ from harness.stats.intervals import percentile
 # are skewed (a few contexts far from F), and at 8 contexts the skewness-corrected interval still
 # covered only 0.90-0.92 for some rows (harness.testing.curve_calibration; 0.93-0.99 at 16).
 PER_CONTEXT_MIN_CONTEXTS = 16
-# The rate's bootstrap interval is reported only from this many contexts at every fitted size
-# (harness.testing.curve_calibration: at 8 contexts it covered 0.95 with 8 samples per context
-# but 0.885 with 1).
-RATE_MIN_CONTEXTS = 16
+# The rate's bootstrap interval is reported only from this many contexts and draws at every fitted
+# size (harness.testing.curve_calibration: 0.95-0.97 at 16 x 8, 40 x 8 and 40 x 1; 0.885-0.91 at
+# 8 x 1 and 16 x 1).
+RATE_MIN_CONTEXTS, RATE_MIN_DRAWS = 16, 40
 B_GRID = np.round(np.arange(-1.0, 4.0 + 1e-9, 0.01), 2)
 KIND_ESTIMATOR = {"marginal": "sync_marginal", "context_vs_population": "sync_context_population",
                   "context_vs_exemplars": "sync_context_exemplars", "rate": "sync_rate"}
@@ -349,10 +349,13 @@ def rate_row(inputs: EstimationInputs, feature: str, frames: dict[int, pl.DataFr
     else:
         issues.append("fewer than two sizes n >= 1: no power-law fit")
     fewest = min((frames[n].get_column("context_id").n_unique() for n in ns[pos]), default=0)
+    draws = min((frames[n].height for n in ns[pos]), default=0)
     note: dict = {}
-    if np.isfinite(b) and fewest < RATE_MIN_CONTEXTS:  # the bootstrap's spread is not calibrated there
+    if np.isfinite(b) and (fewest < RATE_MIN_CONTEXTS or draws < RATE_MIN_DRAWS):  # not calibrated there
         lo, hi = float("nan"), float("nan")
         note = F.withheld(note, F.TOO_FEW_CONTEXTS, contexts=fewest, needed=RATE_MIN_CONTEXTS)
+        note["no_interval"] = (f"{fewest} contexts and {draws} draws at the smallest fitted size; the rate's interval "
+                               f"needs {RATE_MIN_CONTEXTS} contexts and {RATE_MIN_DRAWS} draws")
 
     def whole(x):
         return int(x) if np.isfinite(x) else None
