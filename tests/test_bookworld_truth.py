@@ -152,6 +152,7 @@ def test_flattery_mimic_raises_forcing_mass_and_reward_shift(tmp_path, book_regi
     assert set(measured) == {"genre", "sentiment", "helping", "length"}
     assert np.isfinite(bound["point"][0]) and bound["point"][0] == pytest.approx(2 * (1 - note["m"]))
     assert note["max_measured"] == max(measured.values()) > 0
-    assert note["bound_exceeded"] == (note["max_measured"] > bound["point"][0])
+    # exceeded only above the bound's upper end (the point rule fired on exchangeable worlds by noise)
+    assert note["bound_exceeded"] == (note["max_measured"] > bound["upper"][0]) and not note["bound_exceeded"]
     # flattery adds nine words to a review: reward@8 (mostly flattery) is measurably longer than reward@1
     assert measured["length"] > 0.1
