@@ -162,3 +162,23 @@ def test_plugin_registers_sync_curve_and_rows_follow_the_scheme(reference):
     assert run_estimators(estimators, EstimationInputs(no_curve, reference, draws, [])).height == 0
     with pytest.raises(ValueError, match="unknown option"):
         sync_plugin.create_sync_curve({"n_bot": 3})
+
+
+def test_few_contexts_give_no_zero_width_interval_and_no_band(reference):
+    """Issue 14: at 8 contexts the noise band is not calibrated (not reported); at 1 context no interval at all."""
+    from harness.sync import BAND_MIN_CONTEXTS, PER_CONTEXT_MIN_CONTEXTS
+
+    draws = synchronised_draws(reference, sizes=(0, 2, 4), contexts=8, samples=4, seed=3)
+    rows = sync_estimates(EstimationInputs(make_task((0, 2, 4)), reference, draws, [], seed=0, n_boot=200))
+    assert 8 < BAND_MIN_CONTEXTS and 8 < PER_CONTEXT_MIN_CONTEXTS
+    for r in rows:
+        assert "in_floor" not in r.note and "n_enter" not in r.note
+        if r.estimator == "sync_marginal":
+            assert r.note["no_band"] and 0.0 <= r.lower <= r.point <= r.upper <= 1.0
+        elif r.estimator.startswith("sync_context") and math.isfinite(r.point):
+            assert math.isnan(r.lower) and r.note["contexts_needed"] == PER_CONTEXT_MIN_CONTEXTS
+    one = synchronised_draws(reference, sizes=(0, 2), contexts=1, samples=6, seed=3)
+    for r in sync_estimates(EstimationInputs(make_task((0, 2)), reference, one, [], seed=0, n_boot=100)):
+        assert not r.lower == r.upper, r  # NaN ends: no zero-width interval from one context
+        if r.estimator == "sync_marginal":
+            assert r.note["flags"] == ["too_few_contexts"] and "1 context" in r.note["no_interval"]
