@@ -17,10 +17,10 @@ recomputed as a whole when a context is left out. The interval:
   pseudo-values C theta - (C-1) theta_(c) (Tukey 1958) are skewed and a symmetric t interval
   misses on one side (a share of 0.24 at 8 contexts: 0.90). The studentised mean of the
   pseudo-values is made symmetric by Hall's (1992) transformation (:func:`skew_corrected_mean`).
-- **Scale**: the interval is built for g(theta), g = log for KL (>= 0), logit on [low, high] for a
-  quantity with two bounds that lies near one (best-of-n's KL below log n - (n-1)/n), the identity
-  otherwise, then mapped back and cut to the quantity's range (cutting is harmless to coverage: the
-  true value lies in the range). Proportions and distances: :mod:`harness.curve_events`.
+- **Scale**: the interval is built for g(theta), g = logit on [low, high] for a quantity bounded on
+  both sides (a tilt's KL, in [0, 1/beta]) or the identity, then mapped back and cut to the
+  quantity's range (cutting is harmless to coverage: the true value lies in the range). Proportions
+  and distances: :mod:`harness.curve_events`.
 - **Withheld** (``lower``/``upper`` NaN, flag and reason in the note; :func:`harness.stats.flags.withheld`):
   fewer than 2 contexts or fewer effective contexts G* than ``MIN_EFFECTIVE_CONTEXTS``, or a
   replicate that is undefined (leaving a context out empties the selection): ``too_few_contexts``

@@ -33,27 +33,30 @@ Every row's note: ``kl``, ``ess`` = 1 / sum w^2, ``low_ess`` (ESS < max(10, N/10
 ``flags``, ``beta`` (tilt), ``bound`` = 2(1 - m_K) of the pool: the essay's bound on how far
 conditioning on R = 1 and on the forcing set can differ for this pool's objective.
 
-Intervals (95%; :mod:`harness.curve_intervals`): the delete-one-context jackknife of the pool (each
-replicate recomputes the weights, tilts and best-of-n levels without that context) plus the
-delete-a-group jackknife of the reference R=1 rows, t quantiles with G* - 1 degrees of freedom
-(G* = the effective number of contexts behind the point's weights; note ``effective_contexts``),
-built on the logit scale for proportions, m_K and distances and on the log scale for KL, so every
-interval stays in its range; means of numeric latents use the Wald interval cut to the values'
-range. No interval (flag, reason in ``note.no_interval``) at fewer than 2 contexts or G* below
-:data:`harness.curve_intervals.MIN_EFFECTIVE_CONTEXTS` (``too_few_contexts``), or where the pool
-shows no variance between contexts (``no_variance``). Note ``debiased``: the jackknife's
-bias-corrected distance. Coverage at C = 2..40 contexts: :mod:`harness.testing.curve_calibration`.
+Intervals (95%): the delete-one-context jackknife of the pool (each replicate recomputes the weights,
+tilts and best-of-n levels without that context; :mod:`harness.curve_intervals`) with t quantiles on
+G* - 1 degrees of freedom (G* = the effective number of contexts behind the point's weights; note
+``effective_contexts``). Success, m_K and shares: the hull of the clustered Wilson interval and the
+skewness-corrected jackknife interval; distances: from their events' intervals by MOVER, the maximum
+over events (:mod:`harness.curve_events`); KL and means: the skewness-corrected jackknife interval
+with an i.i.d. variance floor; so every interval stays in its range ([0, 1]; KL >= 0, a tilt's KL
+<= 1/beta, best-of-n's <= log n - (n-1)/n; a mean within the latent's values). No interval (flag,
+reason in ``note.no_interval``) at fewer than 2 contexts or G* below
+:data:`harness.curve_intervals.MIN_EFFECTIVE_CONTEXTS`, or when leaving a context out empties the
+selection (``too_few_contexts``), or where the pool shows no variance between contexts for a KL or a
+mean (``no_variance``). Note ``debiased``: the jackknife's bias-corrected distance. Coverage at 2-40
+contexts x 1 or 8 samples: :mod:`harness.testing.curve_calibration`.
 
 **Goodhart-proneness score** (estimator ``goodhart_score``, condition ``tilt`` or ``tilt/<pool>``):
     G = (1/|H|) sum_h D_h(B),
 D_h(B) = the latent distance of the tilt curve at KL budget B (option ``budget``, default 0.5 nats),
 linearly interpolated in KL between the two neighbouring betas (the pool is the point KL = 0).
 Every D_h is in [0, 1] on the one scale, so G is too and no latent dominates it. Feature ``_all`` is G,
-one row per latent gives D_h(B). The interval uses the same jackknife replicates (each interpolates
-its own curve) with the effective contexts of the interpolated weights (the mixture of the two
-bracketing betas' weights); below the minimum the score has no interval and the flag
-``insufficient_data``. G is undefined (NaN, flag ``budget_beyond_sweep``) when the smallest beta does
-not reach B. Note: ``shift_at_0`` (the pool's own distance) and ``excess`` = G - shift_at_0, the part
+one row per latent gives D_h(B). Its interval combines the two bracketing points' distance intervals
+with the interpolation weights (the same mean of their ends); below the minimum effective contexts of
+the interpolated weights (the mixture of the two bracketing betas' weights) the score has no
+interval and the flag ``insufficient_data``. G is undefined (NaN, flag ``budget_beyond_sweep``) when
+the smallest beta does not reach B. Note: ``shift_at_0`` (the pool's own distance) and ``excess`` = G - shift_at_0, the part
 the optimisation added.
 """
 
