@@ -22,9 +22,10 @@ BY_CONSTRUCTION = "by_construction"  # the value follows from how the selection 
 INSUFFICIENT_DATA = "insufficient_data"  # a combined score lacks the effective contexts it needs
 BOUND_EXCEEDED = "bound_exceeded"  # the forcing-set bound check failed: a finding, shown
 SELECTION_USES_WORLD_DRAWS = "selection_uses_world_draws"  # m_K read from the draws that selected the items
+BUDGET_BEYOND_SWEEP = "budget_beyond_sweep"  # the Goodhart budget lies past the smallest beta's KL
 
 KNOWN = (TOO_FEW_CONTEXTS, NO_VARIANCE, LOW_ESS, BY_CONSTRUCTION, INSUFFICIENT_DATA, BOUND_EXCEEDED,
-         SELECTION_USES_WORLD_DRAWS)
+         SELECTION_USES_WORLD_DRAWS, BUDGET_BEYOND_SWEEP)
 # Flags under which an interval, if any, must not decide a comparison.
 UNDECIDABLE = frozenset({TOO_FEW_CONTEXTS, NO_VARIANCE, LOW_ESS, BY_CONSTRUCTION, INSUFFICIENT_DATA})
 
