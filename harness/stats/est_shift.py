@@ -38,13 +38,13 @@ import numpy as np
 import polars as pl
 
 from harness.protocols import Estimate, EstimationInputs
-from harness.stats.bootstrap import Clusters, linear_deff, two_sample
+from harness.stats.bootstrap import Clusters, jackknife_factor, linear_deff, two_sample
 from harness.stats.common import (clusters_of, column, kind_of, latents, matched, reference_for, rng_for, row, valid,
                                   values_of)
 from harness.stats.distances import Side, code_values, compare
 from harness.stats.est_rates import proportion
 from harness.stats.flags import NO_VARIANCE, TOO_FEW_CONTEXTS, withheld
-from harness.stats.intervals import (MIN_CONTEXTS, clipped, clopper_pearson, cluster_stretch, folded, korn_graubard,
+from harness.stats.intervals import (MIN_CONTEXTS, Z95, clipped, clopper_pearson, cluster_stretch, folded, korn_graubard,
                                      mover_difference, percentile)
 from harness.values import matches, target_label
 
@@ -74,11 +74,14 @@ class LatentShift:
                 grid, (rc, mc) = code_values(kind, values_of(ref.get_column(f"feat_{h}"), kind),
                                              values_of(mim.get_column(f"feat_{h}"), kind))
                 mim_cl = clusters_of(mim)
-                res = compare(kind, grid, Side(rc, Clusters.build(None, None, ref.height), grid.size),
-                              Side(mc, mim_cl, grid.size), rng_for(inputs, self.name, sel.condition, h), n_boot,
+                ref_side, mim_side = Side(rc, Clusters.build(None, None, ref.height), grid.size), Side(mc, mim_cl, grid.size)
+                res = compare(kind, grid, ref_side, mim_side, rng_for(inputs, self.name, sel.condition, h), n_boot,
                               self.interval)
                 lower, upper, method = res.lower, res.upper, res.method
                 p_value, null_method = res.p_value, res.null_method
+                if kind == "categorical" and grid.size > 2 and np.isfinite(lower):
+                    ev_lower, ev_upper = event_interval(ref_side, mim_side, mim_cl)
+                    lower, upper, method = min(lower, ev_lower), max(upper, ev_upper), f"{res.method}+events"
                 if kind == "binary" and mim_cl.n_clusters >= MIN_CONTEXTS:
                     y_ref, y_mim = values_of(ref.get_column(f"feat_{h}"), kind), values_of(mim.get_column(f"feat_{h}"), kind)
                     lower, upper = folded(*binary_difference(y_ref, y_mim, mim_cl))
@@ -107,6 +110,53 @@ def interval_gaps(kind: str, mimic_codes: np.ndarray, clusters: Clusters, lower:
     if not np.isfinite(lower):
         return withheld({}, NO_VARIANCE)
     return {}
+
+
+def event_interval(ref: Side, mim: Side, clusters: Clusters) -> tuple[float, float]:
+    """TV's interval assembled from its events' probabilities (:mod:`harness.curve_events`).
+
+    TV = max over events A of |F(A) - Q(A)|: each event's two probabilities get exact-style
+    intervals (Wilson on the i.i.d. reference; clustered Wilson / jackknife on the mimic contexts
+    with t(G* - 1)), MOVER gives |F(A) - Q(A)|, and the largest ends bound TV. The bootstrap interval
+    alone missed 7-10% at 16 contexts where a strong context effect left the sample's contexts all
+    alike (all mostly one level): the event intervals see the binomial variance those hide. Latent
+    shift takes the hull of the two.
+    """
+    from harness.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals
+
+    events = event_matrix("categorical", ref.size)
+    loo = mim.leave_one_out()
+    loo = loo[np.isfinite(loo).all(axis=1)]
+    if loo.shape[0] < 2:
+        return float("nan"), float("nan")
+    g_star = clusters.effective
+    q_iv = pool_intervals(events @ mim.mass, loo @ events.T, g_star - 1, g_star, clusters.ess)
+    p_iv = reference_intervals(events @ ref.mass, ref.n)
+    return distance_interval("categorical", events @ ref.mass, events @ mim.mass, p_iv, q_iv)
+
+
+def fisher_mover(r_ref: float, n_ref: float, r_mim: float, n_mim: float, clusters: float) -> tuple[float, float]:
+    """Interval of r_mim - r_ref from each correlation's Fisher-z interval, combined by MOVER (Zou 2007).
+
+    Zou (2007, Psychological Methods 12: "Toward using confidence intervals to compare
+    correlations"): atanh(r) +- q / sqrt(n - 3) on each side, back-transformed (so each stays in
+    [-1, 1] and keeps its skewness near +-1), then the MOVER limits of the difference. The mimic side
+    uses its effective size (ESS / design effect) and the t(G* - 1) quantile. The correlation shift
+    takes the hull of this and the bootstrap interval, which alone covered 90-93% at 16 contexts.
+    """
+    def side(r: float, n: float, q: float) -> tuple[float, float]:
+        if not np.isfinite(r) or n <= 3:
+            return -1.0, 1.0
+        z, half = np.arctanh(np.clip(r, -0.999999, 0.999999)), q / np.sqrt(n - 3)
+        return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+    q_mim = Z95 * cluster_stretch(clusters) / np.sqrt(clusters / (clusters - 1)) if clusters > 1 else float("inf")
+    lo_r, hi_r = side(r_ref, n_ref, Z95)
+    lo_m, hi_m = side(r_mim, n_mim, q_mim)
+    d = r_mim - r_ref
+    lower = d - np.sqrt((r_mim - lo_m) ** 2 + (hi_r - r_ref) ** 2)
+    upper = d + np.sqrt((hi_m - r_mim) ** 2 + (r_ref - lo_r) ** 2)
+    return float(max(lower, -2.0)), float(min(upper, 2.0))
 
 
 # Fewest mimic items behind a correlation shift's interval: a bootstrap of a correlation from 8
@@ -249,19 +299,24 @@ class CorrelationShift:
                     h_ref, h_mim = _as_number(ref, h, hkind, level), _as_number(mim, h, hkind, level)
                     centre = (float(z_ref.mean()), float(h_ref.mean()))
                     rng = rng_for(inputs, self.name, sel.condition, feature)
-                    point, draws, sd_ref, sd_mim = two_sample(rng, _corr, Clusters.build(None, None, ref.height),
-                                              _moments(z_ref, h_ref, centre), mim_cl, _moments(z_mim, h_mim, centre),
-                                              int(self.n_boot or inputs.n_boot))
+                    ref_cl = Clusters.build(None, None, ref.height)
+                    ref_moments, mim_moments = _moments(z_ref, h_ref, centre), _moments(z_mim, h_mim, centre)
+                    point, draws, sd_ref, sd_mim = two_sample(rng, _corr, ref_cl, ref_moments, mim_cl, mim_moments,
+                                                              int(self.n_boot or inputs.n_boot))
                     if not np.isfinite(point):
                         continue  # a constant feature on one side: no correlation to compare
-                    lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(mim_cl.effective)), -2.0, 2.0)
+                    widen = jackknife_factor(_corr, ref_cl, ref_moments, mim_cl, mim_moments, sd_mim)
+                    lower, upper = clipped(*percentile(draws, stretch=cluster_stretch(mim_cl.effective) * widen), -2.0, 2.0)
                     gaps = correlation_gaps(mim_cl)
-                    if gaps:
-                        lower, upper = float("nan"), float("nan")
                     c_ref = float(np.corrcoef(z_ref, h_ref)[0, 1])
                     deff = linear_deff(_corr_influence(z_mim, h_mim, mim_cl.weights), mim_cl)
+                    fz_lower, fz_upper = fisher_mover(c_ref, ref.height, c_ref + point, mim_cl.ess / max(deff, 1.0)
+                                                      if np.isfinite(deff) else mim_cl.ess, mim_cl.effective)
+                    lower, upper = min(lower, fz_lower), max(upper, fz_upper)
+                    if gaps:
+                        lower, upper = float("nan"), float("nan")
                     out.append(row(self.name, sel.condition, feature, point, lower, upper, mim.height,
-                                   "cluster-bootstrap-percentile", **gaps, corr_reference=c_ref, corr_mimic=c_ref + point,
+                                   "cluster-bootstrap-percentile+fisher-mover", **gaps, corr_reference=c_ref, corr_mimic=c_ref + point,
                                    n_reference=ref.height, contexts=mim_cl.n_clusters, deff=deff, sd_reference=sd_ref,
                                    sd_mimic=sd_mim, undefined_resamples=int(np.sum(~np.isfinite(draws)))))
         return out
@@ -293,11 +348,13 @@ class LiftShift:
                 mim_cl = clusters_of(mim)
                 for feature, level in level_columns(inputs, h, hkind, self.min_share):
                     h_ref, h_mim = _as_number(ref, h, hkind, level), _as_number(mim, h, hkind, level)
-                    point, draws, sd_ref, sd_mim = two_sample(
-                        rng_for(inputs, self.name, sel.condition, feature), _mean_diff,
-                        Clusters.build(None, None, ref.height), np.column_stack([np.ones_like(h_ref), h_ref]),
-                        mim_cl, np.column_stack([np.ones_like(h_mim), h_mim]), int(self.n_boot or inputs.n_boot))
-                    lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.effective))
+                    ref_cl = Clusters.build(None, None, ref.height)
+                    ref_values = np.column_stack([np.ones_like(h_ref), h_ref])
+                    mim_values = np.column_stack([np.ones_like(h_mim), h_mim])
+                    point, draws, sd_ref, sd_mim = two_sample(rng_for(inputs, self.name, sel.condition, feature), _mean_diff,
+                                                              ref_cl, ref_values, mim_cl, mim_values, int(self.n_boot or inputs.n_boot))
+                    widen = jackknife_factor(_mean_diff, ref_cl, ref_values, mim_cl, mim_values, sd_mim)
+                    lower, upper = percentile(draws, stretch=cluster_stretch(mim_cl.effective) * widen)
                     method = "cluster-bootstrap-percentile"
                     zero_one = hkind != "numeric"
                     if zero_one and mim_cl.n_clusters >= MIN_CONTEXTS:
