@@ -72,7 +72,8 @@ def _pooled_end(column: str) -> pl.Expr:
 
 def pooled_estimates(estimates: pl.DataFrame) -> pl.DataFrame:
     """One row per (model, estimator, condition, feature): runs of a model pooled by averaging
-    points and interval ends (the conservative combination of :mod:`harness.leaderboard.score`);
+    points and interval ends (conservative whatever the runs' correlation: sd of a mean is at most
+    the mean of the sds);
     a row one of whose runs has no interval has none."""
     keys = ["model", "estimator", "condition", "feature"]
     grouped = estimates.group_by(keys, maintain_order=True).agg(
