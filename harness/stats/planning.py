@@ -237,22 +237,23 @@ def plan(inputs: Iterable[PlanInput], width: float, prompt_tokens: float = 1.0, 
     return [plan_row(p, width, prompt_tokens, completion_tokens, tuple(s_options)) for p in inputs]
 
 
-def pool_summary(rows: Iterable[PlanRow]) -> dict[str, PlanRow]:
-    """Per pool, the most demanding reachable estimate (the draws that make every reachable one fit)."""
+def _most_per_pool(rows: Iterable[PlanRow], status: str, need) -> dict[str, PlanRow]:
+    """Per pool, the row of ``status`` with the largest ``need(row)``."""
     out: dict[str, PlanRow] = {}
     for r in rows:
-        if r.status == "ok" and (r.pool not in out or r.draws_needed > out[r.pool].draws_needed):
+        if r.status == status and (r.pool not in out or need(r) > need(out[r.pool])):
             out[r.pool] = r
     return out
+
+
+def pool_summary(rows: Iterable[PlanRow]) -> dict[str, PlanRow]:
+    """Per pool, the most demanding reachable estimate (the draws that make every reachable one fit)."""
+    return _most_per_pool(rows, "ok", lambda r: r.draws_needed)
 
 
 def interval_contexts(rows: Iterable[PlanRow]) -> dict[str, PlanRow]:
     """Per pool, the row withheld for too few contexts that takes the most contexts."""
-    out: dict[str, PlanRow] = {}
-    for r in rows:
-        if r.status == "too few contexts" and (r.pool not in out or r.contexts > out[r.pool].contexts):
-            out[r.pool] = r
-    return out
+    return _most_per_pool(rows, "too few contexts", lambda r: r.contexts)
 
 
 def as_dicts(rows: Iterable[PlanRow]) -> list[dict[str, Any]]:
