@@ -320,11 +320,55 @@ def test_loglikelihood_reads_a_header_distribution(gemma):
     assert all(0 < p < 1 for p in probs)
     assert 0.3 < sum(probs) <= 1 + 1e-6  # the five ratings take most of the mass
     assert scores[5] == 0.0
-    # The same pairs scored one at a time (no shared prefill) give the same numbers.
+    # The same pair scored on its own gives the same number: scoring never shares a decode.
     one = run(gemma.loglikelihood([(context, " 3")]))[0]
-    assert one == pytest.approx(scores[2], abs=1e-4)
+    assert one == pytest.approx(scores[2], abs=1e-6)
     longer = run(gemma.loglikelihood([(context, " 3\nReview: Fine.")]))[0]
     assert longer < one
+
+
+# Contexts on both sides of 256 tokens (the KV cache's padding step) and continuations of 1 to 10
+# tokens, so a pair's score could see its neighbours through the batch, the cache or the padding.
+SHORT_CONTEXT = "Rating: 4\nReview: Nice place.\n###\nRating: 2\nReview: Cold food.\n###\nRating:"
+LONG_CONTEXT = "".join(f"Rating: {1 + i % 5}\nReview: The food was {'good' if i % 2 else 'cold'} and the staff were kind.\n###\n"
+                       for i in range(14)) + "Rating:"
+SCORED = [(c, x) for c in (SHORT_CONTEXT, LONG_CONTEXT) for x in (" 1", " 3", " 5", " 3\nReview: Fine.", " 2\nReview: The food was cold and late.")]
+
+
+def test_loglikelihood_does_not_depend_on_batching(gemma):
+    assert len(gemma.model.tokenize(SHORT_CONTEXT, add_bos=True)) < 256 < len(gemma.model.tokenize(LONG_CONTEXT, add_bos=True))
+    together = run(gemma.loglikelihood(SCORED))
+    alone = [run(gemma.loglikelihood([pair]))[0] for pair in SCORED]
+    reversed_order = run(gemma.loglikelihood(SCORED[::-1]))[::-1]
+    halves = run(gemma.loglikelihood(SCORED[1::2])), run(gemma.loglikelihood(SCORED[0::2]))
+    regrouped = [halves[i % 2 == 0][i // 2] for i in range(len(SCORED))]
+    other = ("Once upon a time", " there was a")
+    mixed = run(gemma.loglikelihood([p for pair in SCORED for p in (pair, other, (pair[0], " 4"))]))[0::3]
+    # After a generation run the cache holds other sequences' cells: scoring starts from a cleared one.
+    run(gemma.generate([req(seed=s, max_tokens=4) for s in range(3)]))
+    after_generation = run(gemma.loglikelihood(SCORED))
+
+    async def concurrent():
+        return await asyncio.gather(*(gemma.loglikelihood(SCORED[k::3]) for k in range(3)))
+
+    parts = run(concurrent())
+    interleaved = [parts[i % 3][i // 3] for i in range(len(SCORED))]
+    for name, values in [("alone", alone), ("reversed", reversed_order), ("regrouped", regrouped), ("mixed", mixed),
+                         ("after generation", after_generation), ("concurrent calls", interleaved)]:
+        assert values == pytest.approx(together, abs=1e-6), name
+    assert len(set(together)) == len(SCORED)  # distinct pairs, distinct scores: nothing was read twice
+
+
+def test_loglikelihood_does_not_depend_on_thread_count(gemma):
+    # The model id leaves n_threads out, so cached scores must not depend on it (flash attention is
+    # off for this: ggml splits one query's attention across threads).
+    two = create_gguf(parse_model_spec("gguf:default?n_threads=2"))
+    try:
+        assert two.model_id == gemma.model_id
+        pairs = [SCORED[1], SCORED[5], SCORED[9]]  # one query row over > 256 cells is the case ggml splits
+        assert run(two.loglikelihood(pairs)) == pytest.approx(run(gemma.loglikelihood(pairs)), abs=1e-6)
+    finally:
+        run(two.aclose())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,17 +1,32 @@
 """Exact log-likelihoods: log P(continuation | context) summed over the continuation's tokens.
 
-Pairs with the same context share one prefill: the context is decoded once into sequence 0 and
-copied to one sequence per continuation, and all continuations are then decoded together. Reading
-P(``Rating: k``) for k = 1..5 therefore costs one context decode and one small batch.
+Batch-invariant by construction: a pair's score is a function of its own tokens only, never of
+the pairs it was sent with. llama.cpp's CPU kernels give a row slightly different logits in
+batches of different shapes (the repacked quantized matmuls take other code paths for a few rows
+than for one), so scoring never shares a decode between pairs:
+
+- a context is decoded alone into sequence 0 of a cleared cache (cells 0..n-1, the same
+  ``n_batch`` chunks every time); its last logits score every continuation's first token;
+- each continuation is then decoded alone into sequence 0 right after the context (its cells
+  first emptied of the previous continuation's), one ``llama_decode`` per ``n_batch`` tokens.
+
+Scored alone, in any order, in any grouping or mixed with other contexts' pairs, a pair gives the
+same number (``tests/test_gguf_backend.py`` checks it to 1e-6). Pairs with the same context still
+share its prefill, so reading P(``Rating: k``) for k = 1..5 costs one context decode plus one
+small decode per multi-token candidate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from harness.errors import PermanentBackendError
 
 from mimic_gguf.model import LoadedModel, log_softmax
+
+SEQUENCE = 0  # every scoring decode uses one sequence id, so the KV layout never depends on others
 
 
 class LoglikelihoodScorer:
@@ -51,42 +66,34 @@ class LoglikelihoodScorer:
                         f"loglikelihood pair {i} needs {len(context_tokens) + len(tokens)} tokens but the context holds {model.n_ctx}",
                         f"load the model with a larger n_ctx option (e.g. ?n_ctx={2 * model.n_ctx})",
                     )
-            for wave in self._waves(len(context_tokens), [i for i in members if conts[i]], conts):
-                for i, total in zip(wave, self._score_wave(context_tokens, [conts[i] for i in wave])):
-                    results[i] = total
+            scored = [i for i in members if conts[i]]
+            if not scored:
+                continue
+            first = self._prefill_context(context_tokens)
+            for i in scored:
+                results[i] = self._score_continuation(len(context_tokens), first, conts[i])
         return results
 
-    def _waves(self, n_context: int, members: list[int], conts: dict[int, list[int]]) -> list[list[int]]:
-        waves: list[list[int]] = []
-        cells = n_context
-        for i in members:
-            need = len(conts[i])
-            if waves and len(waves[-1]) < self.model.config.max_sequences and cells + need <= self.model.n_ctx:
-                waves[-1].append(i)
-                cells += need
-            else:
-                waves.append([i])
-                cells = n_context + need
-        return waves
-
-    def _score_wave(self, context_tokens: list[int], conts: list[list[int]]) -> list[float]:
+    def _prefill_context(self, context_tokens: list[int]) -> np.ndarray:
+        """Decode the context alone into a cleared cache; the log-probabilities of its next token."""
         model = self.model
         model.clear()
-        model.prefill(context_tokens, 0)
-        first = log_softmax(model.logits_row(-1))
-        totals = [float(first[tokens[0]]) for tokens in conts]
-        for seq in range(1, len(conts)):
-            model.copy_sequence(0, seq)
-        n = len(context_tokens)
-        # Entry (token, position, sequence) predicts `target` for continuation `owner`.
-        entries, targets = [], []
-        for seq, tokens in enumerate(conts):
-            for t in range(len(tokens) - 1):
-                entries.append((tokens[t], n + t, seq, True))
-                targets.append((seq, tokens[t + 1]))
-        step = model.batch_capacity
-        for lo in range(0, len(entries), step):
-            model.decode(entries[lo : lo + step])
-            for k, (seq, target) in enumerate(targets[lo : lo + step]):
-                totals[seq] += float(log_softmax(model.logits_row(k))[target])
-        return totals
+        model.prefill(context_tokens, SEQUENCE)
+        return log_softmax(model.logits_row(-1))
+
+    def _score_continuation(self, n_context: int, first: np.ndarray, tokens: list[int]) -> float:
+        """Sum of log P(token | everything before it), the first read from the context's own logits."""
+        model = self.model
+        total = float(first[tokens[0]])
+        if len(tokens) == 1:
+            return total
+        # The cache holds the context (and maybe a previous continuation): keep the context only.
+        model.drop_positions(SEQUENCE, n_context)
+        inputs = tokens[:-1]  # token t predicts token t + 1; the last one predicts nothing we score
+        step = model.config.n_batch
+        for lo in range(0, len(inputs), step):
+            chunk = inputs[lo : lo + step]
+            model.decode([(token, n_context + lo + j, SEQUENCE, True) for j, token in enumerate(chunk)])
+            for j in range(len(chunk)):
+                total += float(log_softmax(model.logits_row(j))[tokens[lo + j + 1]])
+        return total

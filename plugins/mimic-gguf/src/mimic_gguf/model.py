@@ -70,6 +70,11 @@ class LoadedModel:
         params.kv_unified = True
         # A sliding-window cache sized per sequence breaks when many sequences share a prompt.
         params.swa_full = True
+        # ggml's CPU flash attention picks its kernel by shape and thread count (one query row over
+        # >= 512 cells is split across threads, >= 64 rows take a tiled kernel), so a score would
+        # change with n_threads; without it every attention output is computed whole by one thread.
+        # Generation costs the same either way (measured in plugins/mimic-gguf/README.md).
+        params.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
         self.ctx = C.llama_init_from_model(self.model, params)
         if not self.ctx:
@@ -171,6 +176,11 @@ class LoadedModel:
     def drop_sequence(self, seq: int) -> None:
         """Free a finished sequence's cells."""
         C.llama_memory_seq_rm(self.memory, seq, -1, -1)
+
+    def drop_positions(self, seq: int, start: int) -> None:
+        """Free ``seq``'s cells from position ``start`` on (its earlier positions stay cached)."""
+        if not C.llama_memory_seq_rm(self.memory, seq, start, -1):
+            raise PermanentBackendError("llama.cpp could not shorten a cached sequence", "report this with the model file name")
 
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
         """Decode one batch of ``(token, position, sequence, wants_logits)`` entries."""
