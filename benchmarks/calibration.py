@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contexts", type=int, nargs="*", default=list(CONTEXTS))
     parser.add_argument("--samples", type=int, nargs="*", default=list(SAMPLES))
     parser.add_argument("--no-curves", action="store_true", help="leave out the curves (run them alone with --only curves)")
+    parser.add_argument("--estimators", nargs="*", help="run only these estimators of each scenario (default: all)")
     args = parser.parse_args(argv)
     reps, n_boot = (60, 200) if args.quick else (args.reps, args.n_boot)
     lo, hi = binomial_band(reps)
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, (estimators, scenario) in SCENARIOS.items():
                 if args.only and args.only not in name:
                     continue
+                if args.estimators:
+                    estimators = [e for e in estimators if e in args.estimators]
+                    if not estimators:
+                        continue
                 start = time.perf_counter()
                 table = calibrate(reps, estimators, seed=args.seed, n_boot=n_boot, **scenario, **design)
                 print(f"## {name}, {design_label(contexts, samples)} ({time.perf_counter() - start:.0f} s)\n")
