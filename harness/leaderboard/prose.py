@@ -111,7 +111,8 @@ def made(doc: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]) -> list
     known = {k: v for k, v in seconds.items() if v is not None}
     if known:
         per_run = ", ".join(f"{_code(k)} {v:.1f} s" for k, v in sorted(known.items()))
-        lines.append(f"- Wall time of the runs (the manifests' phase timings): {sum(known.values()):.1f} s in all ({per_run}).")
+        lines.append(f"- Wall time of each run's last invocation (the manifests' phase timings; an invocation that found its draws "
+                     f"already made only re-estimates): {sum(known.values()):.1f} s in all ({per_run}).")
     statuses = Counter(str(r.get("status")) for r in runs)
     if set(statuses) != {"complete"}:
         lines.append("- Run status: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ".")
