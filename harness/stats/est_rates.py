@@ -78,7 +78,10 @@ def _skewed_hull(y: np.ndarray, domain: np.ndarray, clusters: Clusters, p: float
     num = np.bincount(clusters.labels, weights=w * y, minlength=clusters.n_clusters)
     den = np.bincount(clusters.labels, weights=w, minlength=clusters.n_clusters)
     keep = den > 0
-    if keep.sum() < 3:
+    if keep.sum() < 3 or not 0 < p < 1:
+        # a sample with no variance (0 of n, n of n) shows no skew either: the exact interval is the tool
+        # there, and the jackknife's fallback (as if each context were one draw) made the forcing-set
+        # bound check powerless (fired in 8% of runs of a judge that violates it, 100% before)
         return lower, upper
     loo = (num.sum() - num[keep]) / (den.sum() - den[keep])
     lo, hi = pool_intervals(np.array([p]), loo[:, None], effective - 1, effective, ess)
