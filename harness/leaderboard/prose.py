@@ -46,6 +46,14 @@ def _model_order(section: Mapping[str, Any]) -> list[str]:
     return [m["model"] for m in section["models"]]
 
 
+def _sections_with(doc: Mapping[str, Any], estimator: str):
+    """(section, its rows of ``estimator``, model labels) for each section that has such rows."""
+    for section in doc["sections"]:
+        rows = _rows(section, estimator)
+        if rows:
+            yield section, rows, labels(section["models"])
+
+
 def _by_model(section: Mapping[str, Any], rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Rows grouped by model, in ranking order."""
     out: dict[str, list[dict[str, Any]]] = {m: [] for m in _model_order(section)}
@@ -170,11 +178,7 @@ def sync_scores(doc: Mapping[str, Any]) -> tuple[list[str], int, int]:
 def control(doc: Mapping[str, Any]) -> list[str]:
     """Control success of every control condition; rows true by construction are set apart."""
     lines = ["## Control success", "", "The share of a condition's outputs whose proxy hits the target.", ""]
-    for section in doc["sections"]:
-        rows = _rows(section, "control_success")
-        if not rows:
-            continue
-        label = labels(section["models"])
+    for section, rows, label in _sections_with(doc, "control_success"):
         lines += [_heading(section), ""]
         for model, ms in _by_model(section, rows).items():
             found = [r for r in ms if fl.BY_CONSTRUCTION not in r.get("flags", [])]
@@ -221,11 +225,7 @@ def _forcing_model(rows: list[dict[str, Any]], k_max: int) -> list[str]:
 def forcing(doc: Mapping[str, Any]) -> list[str]:
     """Forcing-set mass m_K of the reference and of each model, and the bound checks."""
     lines = ["## Forcing set", "", "m_K: the share of successful items that succeed on all K world draws.", ""]
-    for section in doc["sections"]:
-        rows = _rows(section, "forcing_mass")
-        if not rows:
-            continue
-        label = labels(section["models"])
+    for section, rows, label in _sections_with(doc, "forcing_mass"):
         reference = _k_rows(r for r in rows if r["condition"] == "reference")
         k_max = max(reference or _k_rows(rows) or {0: None})
         lines += [_heading(section), ""]
@@ -244,11 +244,7 @@ def goodhart(doc: Mapping[str, Any]) -> list[str]:
     lines = ["## Goodhart-proneness", "",
              "How far the latents drift from what success looks like in the reference, F(H | R=1), once the pool is "
              "tilted towards the world's reward up to the KL budget; lower is better.", ""]
-    for section in doc["sections"]:
-        rows = _rows(section, "goodhart_score")
-        if not rows:
-            continue
-        label = labels(section["models"])
+    for section, rows, label in _sections_with(doc, "goodhart_score"):
         lines += [_heading(section), ""]
         for model, ms in _by_model(section, rows).items():
             overall = [r for r in ms if r["feature"] == "_all"]
@@ -283,11 +279,7 @@ def sync_curves(doc: Mapping[str, Any]) -> list[str]:
     lines = ["## Synchronisation curves", "",
              "Distance between each feature's distribution in the unconditioned outputs and the reference, from the "
              "smallest to the largest number of exemplars n in the context.", ""]
-    for section in doc["sections"]:
-        rows = _rows(section, "sync_marginal")
-        if not rows:
-            continue
-        label = labels(section["models"])
+    for section, rows, label in _sections_with(doc, "sync_marginal"):
         lines += [_heading(section), ""]
         for model, ms in _by_model(section, rows).items():
             features: dict[str, list[dict[str, Any]]] = {}
