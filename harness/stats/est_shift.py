@@ -44,7 +44,7 @@ from harness.stats.common import (clusters_of, column, kind_of, latents, matched
 from harness.stats.distances import Side, code_values, compare
 from harness.stats.est_rates import proportion
 from harness.stats.flags import NO_VARIANCE, TOO_FEW_CONTEXTS, withheld
-from harness.stats.intervals import (MIN_CONTEXTS, Z95, clipped, clopper_pearson, cluster_stretch, folded, korn_graubard,
+from harness.stats.intervals import (MIN_CONTEXTS, Z95, clipped, clopper_pearson, cluster_stretch, critical, folded, korn_graubard,
                                      mover_difference, percentile)
 from harness.values import matches, target_label
 
@@ -150,7 +150,7 @@ def fisher_mover(r_ref: float, n_ref: float, r_mim: float, n_mim: float, cluster
         z, half = np.arctanh(np.clip(r, -0.999999, 0.999999)), q / np.sqrt(n - 3)
         return float(np.tanh(z - half)), float(np.tanh(z + half))
 
-    q_mim = Z95 * cluster_stretch(clusters) / np.sqrt(clusters / (clusters - 1)) if clusters > 1 else float("inf")
+    q_mim = critical(clusters)
     lo_r, hi_r = side(r_ref, n_ref, Z95)
     lo_m, hi_m = side(r_mim, n_mim, q_mim)
     d = r_mim - r_ref

@@ -113,11 +113,14 @@ def cluster_stretch(n_clusters: float, level: float = 0.95) -> float:
     return float(t_dist.ppf(q, n_clusters - 1) / norm.ppf(q) * np.sqrt(n_clusters / (n_clusters - 1)))
 
 
-def critical(n_clusters: int | None, level: float = 0.95) -> float:
-    """The quantile a clustered Wilson interval uses: t_{C-1} (z when C is unknown or huge)."""
+def critical(n_clusters: float | None, level: float = 0.95) -> float:
+    """The two-sided quantile for a spread estimated from C (possibly effective, fractional) clusters:
+    t_{C-1}; z when C is unknown; infinite at one cluster or fewer (no spread can be estimated)."""
     q = 1 - (1 - level) / 2
-    if n_clusters is None or n_clusters < 2:
+    if n_clusters is None:
         return float(norm.ppf(q))
+    if n_clusters <= 1 + 1e-9:
+        return float("inf")
     return float(t_dist.ppf(q, n_clusters - 1))
 
 
