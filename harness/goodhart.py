@@ -71,7 +71,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from harness.builtin.controls import LOW_ESS_FRACTION, LOW_ESS_MIN, pool_rows, world_array
+from harness.selection import LOW_ESS_FRACTION, LOW_ESS_MIN, pool_rows, world_array
 from harness.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals, sum_of_ends
 from harness.curve_intervals import (MIN_EFFECTIVE_CONTEXTS, delete_one_context, effective_contexts, jackknife_bias,
                                      jackknife_interval, jackknife_variance, withheld_flag)

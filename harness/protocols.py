@@ -25,10 +25,15 @@ FeatureKind = Literal["categorical", "numeric", "binary"]
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a factory may need besides its options: the registries (to build a judge mimic, say)."""
+    """What a factory may need besides its options: the registries (to build a judge mimic, say).
+
+    ``concurrency`` is the run's ``--concurrency``: the calls it keeps in flight. A backend that
+    sizes a connection pool (any HTTP backend) reads it when its spec sets no ``concurrency`` option.
+    """
 
     registries: Registries
     cache_dir: Path | None = None
+    concurrency: int | None = None
 
 
 @runtime_checkable

@@ -1,17 +1,25 @@
-"""Controls of a task: build them, list the generation pools they need, and run their selections."""
+"""Controls of a task: build them, list the generation pools they need, and run their selections.
+
+Also the row helpers that controls and the curve estimators share (``pool_rows``, ``world_array``,
+``with_weights``, the low-ESS rule), so no estimator imports a plugin for them.
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 
-from harness.errors import PluginError, TaskError
+from harness.errors import DataError, PluginError, TaskError
 from harness.factories import create_component
 from harness.protocols import BuildContext, Control, Selection
 from harness.registry import Registries
 from harness.taskspec import ControlSpec, TaskSpec
 from harness.values import target_label
+
+LOW_ESS_MIN = 10  # below this many effective draws, intervals from a tilted pool are not trustworthy
+LOW_ESS_FRACTION = 0.1  # ... nor when the weights collapse onto under a tenth of the pool
 
 
 def control_key(spec: ControlSpec) -> str:
@@ -88,3 +96,36 @@ def select_all(controls: dict[str, Control], draws: pl.DataFrame, task: TaskSpec
             by_condition[selection.condition] = selection
             out.append(selection)
     return out
+
+
+def pool_rows(draws: pl.DataFrame, pool: str, task: TaskSpec) -> pl.DataFrame:
+    """The rows of one pool at the main context size, in (context_id, sample_index) order."""
+    if "pool" not in draws.columns:
+        raise DataError("the draws table has no 'pool' column", "pass a draws table in the contract schema")
+    rows = draws.filter(pl.col("pool") == pool)
+    if rows.is_empty():
+        raise DataError(f"the draws table has no rows for pool {pool!r}", "generate that pool: include it in the run's plan")
+    if "n_exemplars" in rows.columns and rows["n_exemplars"].n_unique() > 1:
+        sizes = set(rows["n_exemplars"].drop_nulls().to_list())
+        rows = rows.filter(pl.col("n_exemplars") == (task.plan.exemplars if task.plan.exemplars in sizes else max(sizes)))
+    return rows.sort(["context_id", "sample_index"])
+
+
+def with_weights(rows: pl.DataFrame, weights: np.ndarray | None = None) -> pl.DataFrame:
+    """``rows`` plus a Float64 ``weight`` column (uniform when ``weights`` is None)."""
+    if weights is None:
+        weights = np.full(len(rows), 1.0 / len(rows)) if len(rows) else np.zeros(0)
+    return rows.with_columns(pl.Series("weight", np.asarray(weights, dtype=float), dtype=pl.Float64))
+
+
+def world_array(rows: pl.DataFrame, name: str) -> np.ndarray:
+    """The rows' world draws as an (N, 1+K) boolean array; missing draws are a DataError."""
+    if "world_draws" not in rows.columns:
+        raise DataError(f"control {name} needs world draws, and the draws table has no 'world_draws' column",
+                        "give the task a world, or drop this control")
+    lists = rows["world_draws"].to_list()
+    if any(x is None for x in lists):
+        raise DataError(f"control {name}: {sum(x is None for x in lists)} rows have no world draws", "rerun the world draws for this run")
+    if len({len(x) for x in lists}) > 1:
+        raise DataError(f"control {name}: rows have different numbers of world draws", "all rows need 1+K draws")
+    return np.asarray(lists, dtype=bool).reshape(len(lists), -1)
