@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-import harness.builtin.features as F
+import harness.extractors as F
+from harness.builtin import features as builtin_features
 from harness.errors import PluginError, TaskError
 from harness.featurize import build_features, compute_features
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
@@ -16,7 +17,7 @@ from harness.taskspec import FeatureRef, TaskSpec
 @pytest.fixture(scope="module")
 def registries():
     pm = get_plugin_manager(load_entrypoints=False)
-    register_plugin(pm, F, "builtin-features")
+    register_plugin(pm, builtin_features, "builtin-features")
     return build_registries(pm)
 
 
