@@ -36,7 +36,7 @@ from scipy.stats import binom
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.builtin import bookworld  # noqa: E402
-from harness.builtin.controls import BestOfNControl, NoneControl, RewardControl, TiltControl  # noqa: E402
+from harness.controls import BestOfNControl, NoneControl, RewardControl, TiltControl  # noqa: E402
 from harness.curve_scale import bounded_distance  # noqa: E402
 from harness.goodhart import BUDGET, GoodhartCurve, interpolate  # noqa: E402
 from harness.protocols import EstimationInputs  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import entropy
 
 from harness.builtin import controls as builtin_controls
-from harness.builtin.controls import tilt_diagnostics
+from harness.controls import tilt_diagnostics
 from harness.errors import DataError, PluginError, TaskError
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
 from harness.protocols import BuildContext, Selection

@@ -17,8 +17,8 @@ from scipy.stats import binom
 
 import harness.builtin.bookworld as bookworld
 import harness.builtin.goodhart as goodhart_plugin
-from harness.builtin.controls import TiltControl
 from harness.builtin.scripted import ScriptedMimic
+from harness.controls import TiltControl
 from harness.errors import TaskError, UsageError
 from harness.goodhart import GoodhartCurve, best_of_n_weights, interpolate, resampling_kl
 from harness.hookspecs import hookimpl

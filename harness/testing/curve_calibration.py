@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 from scipy.stats import binom
 
-from harness.builtin.controls import BestOfNControl, NoneControl, RewardControl, TiltControl
+from harness.controls import BestOfNControl, NoneControl, RewardControl, TiltControl
 from harness.curve_scale import bounded_distance, events, squared_weights
 from harness.goodhart import BUDGET, GoodhartCurve, interpolate
 from harness.protocols import EstimationInputs

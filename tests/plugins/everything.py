@@ -80,7 +80,7 @@ def register_worlds(register):
 @hookimpl
 def register_controls(register):
     """Register a control: the built-in `none` control under another name."""
-    from harness.builtin.controls import create_none
+    from harness.controls import create_none
 
     register("everything-none", create_none, "none, registered by a third party")
 
