@@ -14,11 +14,11 @@ import yaml
 import harness.builtin.bookworld
 import harness.builtin.features
 import harness.builtin.sources
-from harness.builtin.sources import stdlib_source
 from harness.errors import DataError, TaskError
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
 from harness.protocols import BuildContext
 from harness.reference import ReferenceTable, content_hash, load_reference
+from harness.sources import stdlib_source
 from harness.taskspec import ComponentRef
 from harness.tasks import load_task
 
