@@ -81,16 +81,17 @@ def write_task(workdir: Path, draws: int, max_tokens: int) -> Path:
 
 def check_values(run_dir: Path, planned: list, stop: tuple[str, ...], max_tokens: int) -> tuple[int, int, int, int]:
     """(recorded unique draws, duplicate keys in the log, wrong completions, planned draws missing)."""
-    from harness.store import draw_key, scan_log
+    from harness.records import DrawKey
+    from harness.store import scan_log
     from harness.testing.fake_payloads import expected_completion
 
     rows = scan_log(run_dir / "draws.jsonl").rows
-    keys = Counter(draw_key(r) for r in rows)
+    keys = Counter(DrawKey.of(r) for r in rows)
     duplicates = sum(n - 1 for n in keys.values() if n > 1)
     by_key = {d.key: d for d in planned}
     wrong = 0
     for row in rows:
-        draw = by_key.get(draw_key(row))
+        draw = by_key.get(DrawKey.of(row))
         if draw is None:
             wrong += 1  # a draw nobody planned
             continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Iterable, Mapping
 
@@ -12,12 +11,8 @@ import polars as pl
 from harness.errors import HarnessError, PluginError
 from harness.factories import create_component
 from harness.protocols import BuildContext, Estimate, EstimationInputs, Estimator
+from harness.records import ESTIMATE_SCHEMA, json_safe
 from harness.registry import Registries
-
-ESTIMATE_SCHEMA = {
-    "estimator": pl.Utf8, "condition": pl.Utf8, "feature": pl.Utf8, "point": pl.Float64, "lower": pl.Float64,
-    "upper": pl.Float64, "n": pl.Int64, "method": pl.Utf8, "note": pl.Utf8,
-}
 
 
 def build_estimators(registries: Registries, ctx: BuildContext, names: Iterable[str] | None = None,
@@ -29,23 +24,12 @@ def build_estimators(registries: Registries, ctx: BuildContext, names: Iterable[
             for name in chosen}
 
 
-def _json_safe(value):
-    """NaN/inf are not JSON: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def estimates_frame(rows: Iterable[Estimate]) -> pl.DataFrame:
     """The estimates table (contract columns, ``note`` as a JSON object string); a missing point or
     interval end (NaN) is null, as polars, pandas and duckdb read a missing value."""
-    data = [{"estimator": r.estimator, "condition": r.condition, "feature": r.feature, "point": _json_safe(r.point),
-             "lower": _json_safe(r.lower), "upper": _json_safe(r.upper), "n": r.n, "method": r.method,
-             "note": json.dumps(_json_safe(dict(r.note)), sort_keys=True, default=str)} for r in rows]
+    data = [{"estimator": r.estimator, "condition": r.condition, "feature": r.feature, "point": json_safe(r.point),
+             "lower": json_safe(r.lower), "upper": json_safe(r.upper), "n": r.n, "method": r.method,
+             "note": json.dumps(json_safe(dict(r.note)), sort_keys=True, default=str)} for r in rows]
     return pl.DataFrame(data, schema=ESTIMATE_SCHEMA)
 
 

@@ -20,6 +20,7 @@ import polars as pl
 
 from harness.errors import DataError, TaskError
 from harness.mimic import GenerationRequest
+from harness.records import DrawKey
 from harness.seeding import derive_seed
 from harness.taskspec import GenerationSpec, TaskSpec
 from harness.tasks import template_env
@@ -46,9 +47,9 @@ class PlannedDraw:
     prefix: str
 
     @property
-    def key(self) -> tuple[str, str, int, int, int]:
+    def key(self) -> DrawKey:
         """The draw key ``(task, pool, n_exemplars, context_id, sample_index)``."""
-        return (self.task, self.pool, self.n_exemplars, self.context_id, self.sample_index)
+        return DrawKey(self.task, self.pool, self.n_exemplars, self.context_id, self.sample_index)
 
     @property
     def prompt_hash(self) -> str:

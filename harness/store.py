@@ -11,10 +11,8 @@ good one cannot come from a crash, so it is reported instead of being silently s
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -26,14 +24,13 @@ from typing import Any
 
 import polars as pl
 
+from harness.durable import atomic_write_bytes, atomic_write_frame, store_error, unlink_quietly
 from harness.errors import RunStoreError
+from harness.records import MANIFEST_FILE, DrawKey, Manifest, read_manifest, write_manifest
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 LOG = "draws.jsonl"
 PARQUET = "draws.parquet"
 LOCK = "lock"
-KEY_COLUMNS = ("task", "pool", "n_exemplars", "context_id", "sample_index")
 
 _CRC_TAIL = re.compile(rb',"crc32":(\d+)\}$')
 
@@ -78,64 +75,6 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return row if isinstance(row, dict) else None
-
-
-def draw_key(row: Mapping[str, Any]) -> tuple:
-    """The draw key ``(task, pool, n_exemplars, context_id, sample_index)``: unique within a run."""
-    return tuple(row[c] for c in KEY_COLUMNS)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise _store_error(f"could not write {path}", exc) from exc
-
-
-def atomic_write_frame(path: Path, frame: pl.DataFrame) -> None:
-    """Write a Parquet file atomically (temp file, fsync, rename).
-
-    The table is serialised in memory first and written with :func:`atomic_write_bytes`: polars
-    reports a failed file write (a full disk) as a ComputeError that may not even name the OS
-    error, and would leave its temporary file behind.
-    """
-    buffer = io.BytesIO()
-    try:
-        frame.write_parquet(buffer)
-    except pl.exceptions.PolarsError as exc:
-        text = " ".join(str(exc).split())[:200]
-        raise RunStoreError(f"could not write {path}: {text}", "rerun with --debug and report it") from exc
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """Read a run's manifest (no lock needed: it is only ever replaced atomically)."""
-    path = Path(run_dir) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunStoreError(f"{run_dir} has no {MANIFEST}", "check the run id with `ls results/runs`") from None
-    except ValueError as exc:
-        raise RunStoreError(f"{path} is not valid JSON: {exc}", "restore it or delete the run directory") from None
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise RunStoreError(
-            f"{path} has schema_version {data.get('schema_version')!r}; this harness reads {SCHEMA_VERSION}",
-            "use the harness version that wrote it, or rerun",
-        )
-    return data
 
 
 @dataclass
@@ -199,7 +138,7 @@ class RunStore:
         try:
             store.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _store_error(f"cannot create run directory {store.run_dir}", exc) from exc
+            raise store_error(f"cannot create run directory {store.run_dir}", exc) from exc
         store._acquire_lock()
         try:
             store._recover()
@@ -220,7 +159,7 @@ class RunStore:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _store_error(f"cannot open lock file {path}", exc) from exc
+            raise store_error(f"cannot open lock file {path}", exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -249,21 +188,20 @@ class RunStore:
     @property
     def manifest_path(self) -> Path:
         """Path of ``manifest.json``."""
-        return self.run_dir / MANIFEST
+        return self.run_dir / MANIFEST_FILE
 
     def has_manifest(self) -> bool:
         """True once a manifest has been written."""
         return self.manifest_path.exists()
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self) -> Manifest:
         """The current manifest."""
         return read_manifest(self.run_dir)
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+    def write_manifest(self, manifest: Manifest | Mapping[str, Any]) -> None:
         """Replace the manifest atomically (temp file + fsync + rename)."""
-        data = {"schema_version": SCHEMA_VERSION, **manifest}
-        text = json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False) + "\n"
-        atomic_write_bytes(self.manifest_path, text.encode("utf-8"))
+        # A dict is accepted only until the run package builds a Manifest; the lead removes this.
+        write_manifest(self.run_dir, manifest if isinstance(manifest, Manifest) else Manifest.from_dict(manifest))
 
     # -- draw log -----------------------------------------------------------------------------
     @property
@@ -277,17 +215,17 @@ class RunStore:
             try:
                 os.truncate(self.log_path, scan.valid_bytes)
             except OSError as exc:
-                raise _store_error(f"cannot drop the torn tail of {self.log_path}", exc) from exc
+                raise store_error(f"cannot drop the torn tail of {self.log_path}", exc) from exc
             self.recovered_bytes = scan.dropped_bytes
         for row in scan.rows:
-            key = draw_key(row)
+            key = DrawKey.of(row)
             if key not in self._keys:  # a shard merged twice must not double-count
                 self._keys.add(key)
                 self._rows.append(row)
         try:
             self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _store_error(f"cannot open {self.log_path} for appending", exc) from exc
+            raise store_error(f"cannot open {self.log_path} for appending", exc) from exc
 
     def done_keys(self) -> set[tuple]:
         """Keys of every durably recorded draw."""
@@ -311,7 +249,7 @@ class RunStore:
         """
         if self._log_fd is None:
             raise RunStoreError(f"run store {self.run_id} is closed", "reopen it with RunStore.open")
-        fresh = [dict(r) for r in rows if draw_key(r) not in self._keys]
+        fresh = [dict(r) for r in rows if DrawKey.of(r) not in self._keys]
         if not fresh:
             return 0
         data = b"".join(encode_line(r) for r in fresh)
@@ -327,14 +265,14 @@ class RunStore:
                 os.ftruncate(self._log_fd, start)
             except OSError:
                 pass  # the torn tail is dropped on the next open anyway
-            raise _store_error(f"could not append to {self.log_path}", exc) from exc
+            raise store_error(f"could not append to {self.log_path}", exc) from exc
         for row in fresh:
-            key = draw_key(row)
+            key = DrawKey.of(row)
             self._keys.add(key)
             self._rows.append(row)
         stale = self.run_dir / PARQUET
         if stale.exists():  # the Parquet copy must never lag the log
-            _unlink_quietly(stale)
+            unlink_quietly(stale)
         return len(fresh)
 
     # -- tables -------------------------------------------------------------------------------
@@ -390,8 +328,8 @@ def load_draws(run_dir: str | Path, schema: Mapping[str, pl.DataType] | None = N
     seen: set[tuple] = set()
     rows = []
     for row in scan_log(run_dir / LOG).rows:
-        if draw_key(row) not in seen:
-            seen.add(draw_key(row))
+        if DrawKey.of(row) not in seen:
+            seen.add(DrawKey.of(row))
             rows.append(row)
     return rows_to_frame(rows, schema)
 
@@ -411,37 +349,9 @@ def schema_to_json(schema: Mapping[str, pl.DataType]) -> dict[str, str]:
     return out
 
 
-def schema_from_manifest(manifest: Mapping[str, Any]) -> dict[str, pl.DataType] | None:
+def schema_from_manifest(manifest: Manifest) -> dict[str, pl.DataType] | None:
     """The draws schema recorded in a manifest (``draws_schema``), if any."""
-    raw = manifest.get("draws_schema")
+    raw = manifest.draws_schema
     if not raw:
         return None
     return {name: _DTYPES[text] for name, text in raw.items() if text in _DTYPES}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _store_error(what: str, exc: OSError) -> RunStoreError:
-    if exc.errno == errno.ENOSPC:
-        return RunStoreError(f"{what}: no space left on device", "free disk space, then run the same command again to resume")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RunStoreError(f"{what}: permission denied", "choose a writable --out directory")
-    return RunStoreError(f"{what}: {exc.strerror or exc}", "check the disk and the --out directory, then rerun to resume")

@@ -28,7 +28,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from harness.store import KEY_COLUMNS, load_draws, scan_log
+from harness.records import DRAW_KEY_COLUMNS
+from harness.store import load_draws, scan_log
 from tests.helpers import books_reference_jsonl, books_task_yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -270,7 +271,7 @@ def logged(out: Path) -> int:
 
 
 def table(run_dir: Path) -> pl.DataFrame:
-    return load_draws(run_dir).drop("cached").sort(list(KEY_COLUMNS))
+    return load_draws(run_dir).drop("cached").sort(list(DRAW_KEY_COLUMNS))
 
 
 def test_two_runs_on_one_run_dir_the_second_refuses(workdir, server):
@@ -293,7 +294,7 @@ def test_two_runs_on_one_run_dir_the_second_refuses(workdir, server):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["done"] == PLANNED
     rows = scan_log(run_dir / "draws.jsonl").rows
-    assert len(rows) == PLANNED and len({tuple(r[c] for c in KEY_COLUMNS) for r in rows}) == PLANNED
+    assert len(rows) == PLANNED and len({tuple(r[c] for c in DRAW_KEY_COLUMNS) for r in rows}) == PLANNED
 
 
 @pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]], ids=["sigterm", "double-sigint"])

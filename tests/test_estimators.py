@@ -14,7 +14,8 @@ from scipy.stats import iqr, wasserstein_distance
 import harness.builtin.estimators as builtin_estimators
 from harness import hookspecs
 from harness.errors import PluginError
-from harness.estimation import ESTIMATE_SCHEMA, build_estimators, run_estimators
+from harness.estimation import build_estimators, run_estimators
+from harness.records import ESTIMATE_SCHEMA
 from harness.plugins import build_registries, register_plugin
 from harness.protocols import BuildContext, Estimate, EstimationInputs, Selection
 from harness.stats.bootstrap import Clusters, linear_deff, ratio_deff, resample_counts

@@ -21,7 +21,8 @@ from harness.hookspecs import hookimpl
 from harness.modelspec import ModelSpec
 from harness.run_config import RunConfig
 from harness.runner import run
-from harness.store import KEY_COLUMNS, load_draws, scan_log
+from harness.records import DRAW_KEY_COLUMNS
+from harness.store import load_draws, scan_log
 from harness.testing.fake_server import FakeOpenAIServer
 from tests.helpers import books_reference_jsonl, books_task_yaml
 
@@ -56,7 +57,7 @@ def config(server: FakeOpenAIServer, task: Path, out: Path, **kw) -> RunConfig:
 
 def table(run_dir: Path) -> pl.DataFrame:
     """The draws, in key order, without what differs between fault-free servers (the port is in the model id)."""
-    return load_draws(run_dir).drop("cached", "run_id", "model").sort(list(KEY_COLUMNS))
+    return load_draws(run_dir).drop("cached", "run_id", "model").sort(list(DRAW_KEY_COLUMNS))
 
 
 def only_run(out: Path) -> Path:
@@ -107,11 +108,11 @@ def task(tmp_path, monkeypatch):
 def assert_subset_of(frame: pl.DataFrame, baseline: pl.DataFrame) -> None:
     """Every recorded draw equals the fault-free draw with the same key, column for column."""
     assert frame.height > 0
-    keys = frame.select(KEY_COLUMNS)
+    keys = frame.select(DRAW_KEY_COLUMNS)
     assert keys.n_unique() == frame.height  # no duplicates
-    expected = baseline.join(keys, on=list(KEY_COLUMNS), how="semi").sort(list(KEY_COLUMNS))
+    expected = baseline.join(keys, on=list(DRAW_KEY_COLUMNS), how="semi").sort(list(DRAW_KEY_COLUMNS))
     assert expected.height == frame.height
-    assert frame.sort(list(KEY_COLUMNS)).equals(expected)
+    assert frame.sort(list(DRAW_KEY_COLUMNS)).equals(expected)
 
 
 # Faults that make one response unusable; a retry of the same request then gets the right answer.

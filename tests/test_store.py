@@ -11,6 +11,7 @@ import pytest
 
 from harness import store as store_mod
 from harness.errors import RunStoreError
+from harness.records import Manifest
 from harness.store import RunStore, decode_line, encode_line, load_draws, make_run_id, schema_to_json
 
 SCHEMA = {
@@ -94,7 +95,7 @@ def test_second_open_is_refused_while_locked(tmp_path):
 def test_manifest_atomic_and_versioned(tmp_path, monkeypatch):
     with RunStore.open(tmp_path / "run") as store:
         store.write_manifest({"run_id": "r", "status": "running"})
-        assert store.read_manifest() == {"schema_version": 1, "run_id": "r", "status": "running"}
+        assert store.read_manifest() == Manifest(run_id="r", status="running")
 
         def fail_replace(src, dst):
             raise OSError(errno.EIO, "I/O error")
@@ -104,7 +105,7 @@ def test_manifest_atomic_and_versioned(tmp_path, monkeypatch):
             store.write_manifest({"run_id": "r", "status": "complete"})
         monkeypatch.undo()
         # the old manifest is intact and no temp file is left behind
-        assert store.read_manifest()["status"] == "running"
+        assert store.read_manifest().status == "running"
         assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["draws.jsonl", "lock", "manifest.json"]
 
 
