@@ -121,10 +121,11 @@ def _score_row(shared: list[tuple[str, str]], scores: Mapping[str, score.SideSco
             "distinguishable": problem is None and not _spread_iv(diff).contains_zero}
 
 
-def compare_section(key: tuple[Any, ...], est_a: pl.DataFrame, est_b: pl.DataFrame, runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]],
-                    draws: Mapping[str, pl.DataFrame], reference: pl.DataFrame | None, n_boot: int, seed: int) -> dict[str, Any]:
-    """Compare two sides on one section."""
-    sides = {"A": score.SideData(est_a, runs_a), "B": score.SideData(est_b, runs_b)}
+def compare_section(key: tuple[Any, ...], side_a: score.SideData, side_b: score.SideData, draws: Mapping[str, pl.DataFrame],
+                    reference: pl.DataFrame | None, n_boot: int, seed: int) -> dict[str, Any]:
+    """Compare two sides (their estimate rows and runs in this section) on one section."""
+    sides = {"A": side_a, "B": side_b}
+    est_a, est_b, runs_a, runs_b = side_a.estimates, side_b.estimates, list(side_a.runs), list(side_b.runs)
     shared, scores, boot, _ = score.score_sides(sides, runs_a[0].get("task"), draws, reference, n_boot, seed)
     if boot is None and reference is not None:  # neither side ran latent_shift: rows still get their bootstrap
         pooled = {name: jb.side_draws(side.runs, draws) for name, side in sides.items()}
@@ -170,7 +171,7 @@ def compare(data_a, data_b, *, label_a: str = "A", label_b: str = "B", n_boot: i
         reference = data_a.references.get(str(key[2]))
         reference = data_b.references.get(str(key[2])) if reference is None else reference
         draws = {**data_a.draws, **data_b.draws}
-        sections.append(compare_section(key, ea, eb, runs_a, runs_b, draws, reference, n_boot, seed))
+        sections.append(compare_section(key, score.SideData(ea, runs_a), score.SideData(eb, runs_b), draws, reference, n_boot, seed))
     if not sections:
         only = lambda keys: ", ".join(f"{t} v{v} ({h})" for t, v, h in sorted(keys, key=str)) or "none"  # noqa: E731
         raise DataError(f"{label_a} and {label_b} share no task with the same version and reference data (A: {only(keys_a)}; B: {only(keys_b)})",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -89,12 +90,23 @@ def _legend(svg: Svg, names: Sequence[tuple[str, str]], x: float, y: float, max_
     return y + 12
 
 
-def _y_axis(svg: Svg, left: float, top: float, bottom: float, right: float, lo: float, hi: float, ticks: int = 4, pct: bool = False) -> None:
+@dataclass(frozen=True)
+class Plot:
+    """The plotting area of a chart, in SVG pixels (y grows downwards: ``top`` < ``bottom``)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+def _y_axis(svg: Svg, plot: Plot, lo: float, hi: float, ticks: int = 4, pct: bool = False) -> None:
+    """Horizontal gridlines from ``lo`` to ``hi`` with their labels left of the plot."""
     for i in range(ticks + 1):
         v = lo + (hi - lo) * i / ticks
-        y = bottom - (bottom - top) * i / ticks
-        svg.add("line", x1=left, y1=y, x2=right, y2=y, class_="gridline")
-        svg.text(left - 4, y + 4, f"{v * 100:.0f}%" if pct else fmt_number(v, 2), anchor="end")
+        y = plot.bottom - (plot.bottom - plot.top) * i / ticks
+        svg.add("line", x1=plot.left, y1=y, x2=plot.right, y2=y, class_="gridline")
+        svg.text(plot.left - 4, y + 4, f"{v * 100:.0f}%" if pct else fmt_number(v, 2), anchor="end")
 
 
 def bar_chart(chart: dict[str, Any], colours: dict[str, str] | None = None, width: int = 620) -> Markup:
@@ -111,7 +123,7 @@ def bar_chart(chart: dict[str, Any], colours: dict[str, str] | None = None, widt
     step = 0.05 if peak <= 0.2 else 0.1 if peak <= 0.6 else 0.2
     ticks = max(1, math.ceil(peak / step - 1e-9))
     hi = min(1.0, ticks * step)
-    _y_axis(svg, left, top, bottom, right, 0.0, hi, ticks=ticks, pct=True)
+    _y_axis(svg, Plot(left, top, right, bottom), 0.0, hi, ticks=ticks, pct=True)
     group = (right - left) / max(1, len(bins))
     bar = max(1.0, (group - 6) / max(1, len(series)))
     for b, label in enumerate(bins):
@@ -143,7 +155,7 @@ def curve_chart(curves: list[dict[str, Any]], colours: dict[str, str] | None = N
     left, right, bottom = 44, width - 20, top + 180
     svg.height = bottom + 44
     ks = sorted({p["k"] for c in curves for p in c["points"]})
-    _y_axis(svg, left, top, bottom, right, 0.0, 1.0)
+    _y_axis(svg, Plot(left, top, right, bottom), 0.0, 1.0)
     xs = {k: _scale(math.log2(k), math.log2(ks[0]), math.log2(ks[-1]), left + 20, right - 10) for k in ks}
     for k, x in xs.items():
         svg.text(x, bottom + 14, f"K={k}", anchor="middle")
@@ -167,7 +179,7 @@ def bound_chart(points: list[dict[str, Any]], colours: dict[str, str] | None = N
     left, right, top, bottom = 52, width - 20, 16, 250
     ends = [v for p in points for v in (p["bound"]["point"], p["bound"]["upper"], p["measured"]) if v is not None]
     hi = min(2.0, max([1.0] + ends))
-    _y_axis(svg, left, top, bottom, right, 0.0, hi)
+    _y_axis(svg, Plot(left, top, right, bottom), 0.0, hi)
     for i in range(5):
         svg.text(_scale(hi * i / 4, 0, hi, left, right), bottom + 14, fmt_number(hi * i / 4, 2), anchor="middle")
     svg.add("line", x1=left, y1=bottom, x2=right, y2=top, class_="diagonal")
@@ -229,16 +241,35 @@ def _marker(svg: Svg, shape: str, x: float, y: float, col: str, tip: str, hollow
     svg.parts.append(f"{head}<title>{escape(tip)}</title>{tail}")
 
 
-def xy_chart(series: list[dict[str, Any]], *, label: str, title: str, caption: str, x_ticks: list[tuple[float, str]],
-             x_range: tuple[float, float], bands: list[dict[str, Any]] = (), hlines: list[dict[str, Any]] = (),
-             y_floor: float = 0.0, y_cap: float | None = None, width: int = 620) -> Markup:
+@dataclass(frozen=True)
+class ChartText:
+    """The words of a chart: ``label`` (its accessible name), the ``title`` above it, the ``caption`` below."""
+
+    label: str
+    title: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class XYAxes:
+    """The axes of an :func:`xy_chart`: x tick positions and labels, the x range shown, and the y
+    axis from ``y_floor`` up to the data (capped at ``y_cap`` when given)."""
+
+    x_ticks: list[tuple[float, str]]
+    x_range: tuple[float, float]
+    y_floor: float = 0.0
+    y_cap: float | None = None
+
+
+def xy_chart(series: list[dict[str, Any]], *, text: ChartText, axes: XYAxes, bands: list[dict[str, Any]] = (),
+             hlines: list[dict[str, Any]] = (), width: int = 620) -> Markup:
     """Lines (with interval bands) and single points (with whiskers) on a linear y axis.
 
     ``series``: {name, colour, points: [{x, point, lower, upper, tip, shape, hollow}], line (bool: join
     the points that have ``line`` set and shade their interval)}. ``bands``: {lower, upper, colour, name}
     horizontal bands, or {xs, uppers, colour, name} areas from 0; ``hlines``: {y, colour, name} dashed lines."""
-    svg = Svg(width, 0, label)
-    svg.text(10, 16, title, size=13, cls="svg-title")
+    svg = Svg(width, 0, text.label)
+    svg.text(10, 16, text.title, size=13, cls="svg-title")
     legend = [(s["name"], s["colour"]) for s in series] + [(b["name"], b["colour"]) for b in list(bands) + list(hlines) if b.get("name")]
     top = _legend(svg, list(dict.fromkeys(legend)), 52, 36, width - 10) + 8
     left, right, bottom = 52, width - 20, top + 180
@@ -248,15 +279,15 @@ def xy_chart(series: list[dict[str, Any]], *, label: str, title: str, caption: s
     hi = max(ends + [1e-3])
     shown = [h for h in hlines if h["y"] is not None and h["y"] <= max(hi * 1.25, 0.05)]
     hi = max([hi] + [h["y"] for h in shown]) * 1.05
-    if y_cap is not None:
-        hi = min(hi, y_cap)
-    lo = y_floor
-    _y_axis(svg, left, top, bottom, right, lo, hi)
-    x0, x1 = x_range
+    if axes.y_cap is not None:
+        hi = min(hi, axes.y_cap)
+    lo = axes.y_floor
+    _y_axis(svg, Plot(left, top, right, bottom), lo, hi)
+    x0, x1 = axes.x_range
     sx = lambda v: _scale(v, x0, x1, left + 12, right - 10)  # noqa: E731
     sy = lambda v: _scale(min(max(v, lo), hi), lo, hi, bottom, top)  # noqa: E731
-    for x, text in x_ticks:
-        svg.text(sx(x), bottom + 14, text, anchor="middle")
+    for x, tick in axes.x_ticks:
+        svg.text(sx(x), bottom + 14, tick, anchor="middle")
     for b in bands:
         if "xs" in b:
             pts = [(sx(x), sy(u)) for x, u in zip(b["xs"], b["uppers"]) if u is not None]
@@ -284,7 +315,7 @@ def xy_chart(series: list[dict[str, Any]], *, label: str, title: str, caption: s
                 svg.add("line", x1=x, x2=x, y1=sy(p["lower"]), y2=sy(p["upper"]), stroke=s["colour"], stroke_width=1.5)
             _marker(svg, p.get("shape", "circle"), x, sy(p["point"]), s["colour"], p["tip"], p.get("hollow", False))
     svg.add("line", x1=left, y1=bottom, x2=right, y2=bottom, class_="axis")
-    svg.text(left, bottom + 32, caption, cls="svg-caption")
+    svg.text(left, bottom + 32, text.caption, cls="svg-caption")
     return svg.render()
 
 
@@ -325,9 +356,9 @@ def goodhart_charts(curves: list[dict[str, Any]], colours: dict[str, str] | None
                     hlines.append({"y": c["bound"], "colour": col, "name": f"bound 2(1-m_K) · {c['model_name']}"})
             if not series:
                 continue
-            out.append(xy_chart(series, label=f"Goodhart curve, pool {pool}: {what} against KL from the pool", title=f"{what} · pool {pool}",
-                                caption="x: KL from the pool (nats) · line: tilt sweep with 95% band · ■ reward@K · ▲ best-of-n",
-                                x_ticks=ticks, x_range=x_range, bands=bands, hlines=hlines, y_cap=cap, width=width))
+            words = ChartText(label=f"Goodhart curve, pool {pool}: {what} against KL from the pool", title=f"{what} · pool {pool}",
+                              caption="x: KL from the pool (nats) · line: tilt sweep with 95% band · ■ reward@K · ▲ best-of-n")
+            out.append(xy_chart(series, text=words, axes=XYAxes(ticks, x_range, y_cap=cap), bands=bands, hlines=hlines, width=width))
     return out
 
 
@@ -360,8 +391,8 @@ def sync_charts(curves: list[dict[str, Any]], width: int = 620) -> list[Markup]:
                 bands.append({"xs": [pos(p["n"]) for p in floor], "uppers": [p["noise_floor"] for p in floor], "colour": REFERENCE_COLOUR,
                               "name": "noise floor" if not bands else None})
         x_range = (pos(ns[0]), pos(ns[-1]) if len(ns) > 1 else pos(ns[0]) + 1)
-        out.append(xy_chart(series, label=f"synchronisation curve of {c['model_name']}: distance to the reference against the number of exemplars",
-                            title=f"{c['model_name']} · distance vs exemplars",
-                            caption="x: number of exemplars n (log scale) · y: TV or KS (0-1) · grey: each feature's noise floor",
-                            x_ticks=[(pos(n), f"n={n}") for n in ns], x_range=x_range, bands=bands, y_cap=1.0, width=width))
+        words = ChartText(label=f"synchronisation curve of {c['model_name']}: distance to the reference against the number of exemplars",
+                          title=f"{c['model_name']} · distance vs exemplars",
+                          caption="x: number of exemplars n (log scale) · y: TV or KS (0-1) · grey: each feature's noise floor")
+        out.append(xy_chart(series, text=words, axes=XYAxes([(pos(n), f"n={n}") for n in ns], x_range, y_cap=1.0), bands=bands, width=width))
     return out

@@ -127,17 +127,26 @@ def planted_selections(draws: pl.DataFrame) -> list[Selection]:
             select("filter:a", "filter", "none", "a", none.filter(pl.col("feat_z") == "a"), none.height)]
 
 
-def planted_run(reference: pl.DataFrame, reference_hash: str, model: str, spec: MimicSpec, *, plan_seed: int, sample_seed: int,
+@dataclass(frozen=True)
+class PlantedReference:
+    """The reference table of planted runs and the hash their manifests and estimates carry."""
+
+    table: pl.DataFrame
+    hash: str
+
+
+def planted_run(reference: PlantedReference, model: str, spec: MimicSpec, *, plan_seed: int, sample_seed: int,
                 contexts: int, samples: int, n_boot: int = 200) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
     """One run: (manifest, draws, estimates) as :func:`harness.leaderboard.runs.load_runs` would read them."""
     from harness.estimation import run_estimators
     from harness.stats.est_shift import LatentShift
 
+    table, reference_hash = reference.table, reference.hash
     task = planted_task()
     run_id = f"{TASK_NAME}-{model}-p{plan_seed}-s{sample_seed}"
     draws = planted_draws(model, spec, plan_seed=plan_seed, sample_seed=sample_seed, contexts=contexts, samples=samples,
-                          n_reference=reference.height).with_columns(pl.lit(run_id).alias("run_id"))
-    inputs = EstimationInputs(task, reference, draws, planted_selections(draws), seed=sample_seed, n_boot=n_boot)
+                          n_reference=table.height).with_columns(pl.lit(run_id).alias("run_id"))
+    inputs = EstimationInputs(task, table, draws, planted_selections(draws), seed=sample_seed, n_boot=n_boot)
     estimates = run_estimators({"latent_shift": LatentShift({"n_boot": n_boot})}, inputs).with_columns(
         pl.lit(run_id).alias("run_id"), pl.lit(f"planted:{model}").alias("model"), pl.lit(model).alias("model_name"),
         pl.lit(TASK_NAME).alias("task"), pl.lit(1, dtype=pl.Int64).alias("task_version"), pl.lit(reference_hash).alias("reference_hash"))
@@ -157,8 +166,8 @@ def planted_pair(seed: int, *, contexts: int, samples: int, a: MimicSpec = Mimic
     sides = []
     for i, (name, spec) in enumerate((("mimic-a", a), ("mimic-b", b))):
         plan_seed = seed if paired or i == 0 else seed + 1_000_000
-        manifest, draws, estimates = planted_run(reference, ref_hash, name, spec, plan_seed=plan_seed, sample_seed=1000 * seed + i + 1,
-                                                 contexts=contexts, samples=samples, n_boot=n_boot)
+        manifest, draws, estimates = planted_run(PlantedReference(reference, ref_hash), name, spec, plan_seed=plan_seed,
+                                                 sample_seed=1000 * seed + i + 1, contexts=contexts, samples=samples, n_boot=n_boot)
         sides.append(LeaderboardData(estimates, [manifest], {manifest["run_id"]: draws}, {ref_hash: reference}))
     return sides[0], sides[1]
 
