@@ -6,7 +6,7 @@
    (rating) and genre, with the exact E[d2(E_n, F)] beside the per-context distance to F.
 2. Calibration over ``--seeds`` seeds of the synchronised mimic: how often it stays inside the 95%
    noise band at every size (target 0.95), and how often the per-context intervals cover their
-   exact values (targets 0.95). Distances are on the bounded scale of :mod:`harness.curve_scale`
+   exact values (targets 0.95). Distances are on the bounded scale of :mod:`harness.stats.curve_scale`
    (TV, KS; squared: half-L2, Cramer-von Mises); coverage at 2-40 contexts with a context effect:
    :mod:`harness.testing.curve_calibration`.
 3. ``--model gguf:default``: the real model's curve, sampled and from exact log-probabilities.
@@ -30,7 +30,7 @@ from harness.fieldprobs import context_field_probs
 from harness.plugins import build_registries
 from harness.protocols import BuildContext, EstimationInputs
 from harness.reference import load_reference
-from harness.sync import event_weights, events, sync_estimates, synchronised_draws
+from harness.stats.sync import event_weights, events, sync_estimates, synchronised_draws
 from harness.tasks import load_task
 
 FEATURES = ["rating", "genre"]
@@ -88,7 +88,7 @@ def calibration(task, reference, sizes, contexts, samples, seeds, n_boot) -> Non
         rows = sync_estimates(EstimationInputs(task, reference, draws, [], seed=seed, n_boot=n_boot), features=FEATURES)
         for f in FEATURES:
             marginal = [r for r in rows if r.feature == f and r.estimator == "sync_marginal"]
-            if all("in_floor" in r.note for r in marginal):  # no band below harness.sync.BAND_MIN_CONTEXTS
+            if all("in_floor" in r.note for r in marginal):  # no band below harness.stats.sync.BAND_MIN_CONTEXTS
                 stay.append(all(r.note["in_floor"] for r in marginal))
             for r in rows:
                 n = r.note.get("n_exemplars")

@@ -12,7 +12,7 @@ F(H | R=1). Every repetition draws a fresh reference and pool, runs the real con
 
 - tilt: r = S / (1+K) with S ~ Binomial(1+K, rho) per draw, so the target pi0(x) exp(r/beta) is an
   expectation over S; :func:`exact_tilt` enumerates it per distinct item;
-- the latent distances D(F(H | R=1), Q_beta(H)) (TV, or KS for numeric latents: :mod:`harness.curve_scale`)
+- the latent distances D(F(H | R=1), Q_beta(H)) (TV, or KS for numeric latents: :mod:`harness.stats.curve_scale`)
   from the exact F and the exact tilted Q;
 - the Goodhart-proneness score from the exact curve (exact KL per beta, linear interpolation).
 
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.builtin import bookworld  # noqa: E402
 from harness.controls import BestOfNControl, NoneControl, RewardControl, TiltControl  # noqa: E402
-from harness.curve_scale import bounded_distance  # noqa: E402
-from harness.goodhart import BUDGET, GoodhartCurve, interpolate  # noqa: E402
+from harness.stats.curve_scale import bounded_distance  # noqa: E402
+from harness.stats.goodhart import BUDGET, GoodhartCurve, interpolate  # noqa: E402
 from harness.protocols import EstimationInputs  # noqa: E402
 from harness.stats.synthetic import draws_frame  # noqa: E402
 from harness.testing.curve_calibration import exact_tilt  # noqa: E402

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from harness.goodhart import GoodhartCurve
+from harness.stats.goodhart import GoodhartCurve
 from harness.stats import flags as F
-from harness.sync import PER_CONTEXT_MIN_CONTEXTS, sync_estimates
+from harness.stats.sync import PER_CONTEXT_MIN_CONTEXTS, sync_estimates
 from harness.testing.curve_calibration import (curve_calibration, exact_best_of, exact_reward, exact_tilt, goodhart_inputs,
                                                goodhart_truth, sync_inputs)
 

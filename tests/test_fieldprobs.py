@@ -18,7 +18,7 @@ from harness.fieldprobs import (FIELD_PROBS_SCHEMA, context_field_probs, field_d
 from harness.mimic import Capability, Completion, TokenLogprob
 from harness.prompts import make_item, plan_draws, request_for
 from harness.protocols import EstimationInputs
-from harness.sync import sync_estimates
+from harness.stats.sync import sync_estimates
 from harness.taskspec import GenerationSpec
 from harness.tasks import load_task
 

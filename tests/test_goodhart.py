@@ -20,7 +20,7 @@ import harness.builtin.goodhart as goodhart_plugin
 from harness.builtin.scripted import ScriptedMimic
 from harness.controls import TiltControl
 from harness.errors import TaskError, UsageError
-from harness.goodhart import GoodhartCurve, best_of_n_weights, interpolate, resampling_kl
+from harness.stats.goodhart import GoodhartCurve, best_of_n_weights, interpolate, resampling_kl
 from harness.hookspecs import hookimpl
 from harness.modelspec import ModelSpec
 from harness.protocols import EstimationInputs
@@ -267,7 +267,7 @@ def test_a_sweep_of_eight_betas_costs_one_pool(tmp_path, registries, register_pl
 
 def test_chart_is_deterministic_svg_with_one_curve_per_model(planted):
     from harness.estimation import estimates_frame
-    from harness.goodhart_plot import curve_points, goodhart_chart
+    from harness.leaderboard.goodhart_plot import curve_points, goodhart_chart
 
     inputs, *_ = planted
     frame = estimates_frame(GoodhartCurve({"n_boot": 30}).estimate(inputs))

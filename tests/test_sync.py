@@ -1,4 +1,4 @@
-"""Synchronisation curves (harness.sync, estimator sync_curve): planted synchronised and desynchronised mimics."""
+"""Synchronisation curves (harness.stats.sync, estimator sync_curve): planted synchronised and desynchronised mimics."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import harness.builtin.sync as sync_plugin
 from harness.estimation import build_estimators, run_estimators
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
 from harness.protocols import BuildContext, EstimationInputs
-from harness.sync import (d2_unbiased, event_weights, events, exact_probabilities, first_inside, fit_power,
+from harness.stats.sync import (d2_unbiased, event_weights, events, exact_probabilities, first_inside, fit_power,
                           sync_estimates, synchronised_draws)
 from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, TaskSpec)
 
@@ -166,7 +166,7 @@ def test_plugin_registers_sync_curve_and_rows_follow_the_scheme(reference):
 
 def test_few_contexts_give_no_zero_width_interval_and_no_band(reference):
     """Issue 14: at 8 contexts the noise band is not calibrated (not reported); at 1 context no interval at all."""
-    from harness.sync import BAND_MIN_CONTEXTS, PER_CONTEXT_MIN_CONTEXTS
+    from harness.stats.sync import BAND_MIN_CONTEXTS, PER_CONTEXT_MIN_CONTEXTS
 
     draws = synchronised_draws(reference, sizes=(0, 2, 4), contexts=8, samples=4, seed=3)
     rows = sync_estimates(EstimationInputs(make_task((0, 2, 4)), reference, draws, [], seed=0, n_boot=200))

@@ -1,10 +1,10 @@
 """Built-in plugin ``builtin-goodhart``: the ``goodhart_curve`` estimator (curves and the Goodhart-proneness score).
 
-The computation lives in :mod:`harness.goodhart`; its docstring gives every formula. The estimator
+The computation lives in :mod:`harness.stats.goodhart`; its docstring gives every formula. The estimator
 emits rows of two estimators: ``goodhart_curve`` (one per point and feature) and ``goodhart_score``
 (one per pool with a tilt sweep), because the score's interval needs the curve's resamples.
 Options: ``n_boot`` (split-half draws of the reference noise floor; overrides the run's) and ``budget``
-(KL budget of the score, nats, default 0.5). Intervals: few-cluster jackknife, see :mod:`harness.curve_intervals`.
+(KL budget of the score, nats, default 0.5). Intervals: few-cluster jackknife, see :mod:`harness.stats.curve_intervals`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from harness.hookspecs import hookimpl
 
 def create_goodhart_curve(options, ctx=None):
     """Factory for ``goodhart_curve`` (options ``n_boot``, ``budget``)."""
-    from harness.goodhart import GoodhartCurve  # scipy: imported when a run estimates, not at plugin load
+    from harness.stats.goodhart import GoodhartCurve  # scipy: imported when a run estimates, not at plugin load
 
     try:
         return GoodhartCurve(options)

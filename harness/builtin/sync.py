@@ -2,7 +2,7 @@
 
 One estimator object emits every synchronisation row; the row scheme (``sync_marginal``,
 ``sync_context_population``, ``sync_context_exemplars``, ``sync_rate``) and the statistics are
-documented in :mod:`harness.sync`. Options: ``n_boot`` (overrides the run's), ``features``
+documented in :mod:`harness.stats.sync`. Options: ``n_boot`` (overrides the run's), ``features``
 (a list of feature names; default: the proxy and the latents), ``band_level`` (0.95: the
 probability that a synchronised mimic stays inside the noise band at every context size).
 """
@@ -34,7 +34,7 @@ class SyncCurve:
 
     def estimate(self, inputs: EstimationInputs) -> list[Estimate]:
         """Sync rows for the task's ``context_sizes`` (none when the task plans no curve)."""
-        from harness.sync import sync_estimates  # scipy: imported when a run estimates, not at plugin load
+        from harness.stats.sync import sync_estimates  # scipy: imported when a run estimates, not at plugin load
 
         return sync_estimates(inputs, self.n_boot, self.features, self.band_level)
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the runs, pick the task, draw the chart and say where it went."""
-    from harness.goodhart_plot import goodhart_chart
+    from harness.leaderboard.goodhart_plot import goodhart_chart
     from harness.leaderboard.runs import load_runs
 
     out = Path(args.out)

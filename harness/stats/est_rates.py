@@ -26,6 +26,7 @@ import polars as pl
 from harness.protocols import Estimate, EstimationInputs
 from harness.stats.bootstrap import Clusters, ratio_deff
 from harness.stats.common import clusters_of, column, row
+from harness.stats.curve_events import pool_intervals
 from harness.stats.flags import BY_CONSTRUCTION, TOO_FEW_CONTEXTS, withheld
 from harness.stats.intervals import MIN_CONTEXTS, clopper_pearson, korn_graubard
 from harness.values import matches
@@ -69,12 +70,10 @@ def _skewed_hull(y: np.ndarray, w: np.ndarray, clusters: Clusters, den: np.ndarr
     successes), the mean over contexts is skewed and an exact binomial interval on the effective n
     is too symmetric: Korn-Graubard alone covered 0.90-0.92 at 40 contexts x 8 samples with a
     strong context effect. The delete-one-context jackknife with Hall's (1992) skewness correction
-    and t(G* - 1) (:func:`harness.curve_events.pool_intervals`, the curves' proportion interval)
+    and t(G* - 1) (:func:`harness.stats.curve_events.pool_intervals`, the curves' proportion interval)
     sees that skew; the hull keeps whichever end is more cautious. ``w`` are the rows' weights in
     the domain and ``den`` their sums per context, as :func:`proportion` computed them.
     """
-    from harness.curve_events import pool_intervals
-
     num = np.bincount(clusters.labels, weights=w * y, minlength=clusters.n_clusters)
     keep = den > 0
     if keep.sum() < 3 or not 0 < p < 1:

@@ -41,6 +41,7 @@ from harness.protocols import Estimate, EstimationInputs
 from harness.stats.bootstrap import Clusters, jackknife_factor, linear_deff, two_sample
 from harness.stats.common import (clusters_of, column, kind_of, latents, matched, reference_for, rng_for, row, valid,
                                   values_of)
+from harness.stats.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals
 from harness.stats.distances import Side, code_values, compare
 from harness.stats.est_rates import proportion
 from harness.stats.flags import NO_VARIANCE, TOO_FEW_CONTEXTS, withheld
@@ -113,7 +114,7 @@ def interval_gaps(kind: str, mimic_codes: np.ndarray, clusters: Clusters, lower:
 
 
 def event_interval(ref: Side, mim: Side, clusters: Clusters) -> tuple[float, float]:
-    """TV's interval assembled from its events' probabilities (:mod:`harness.curve_events`).
+    """TV's interval assembled from its events' probabilities (:mod:`harness.stats.curve_events`).
 
     TV = max over events A of |F(A) - Q(A)|: each event's two probabilities get exact-style
     intervals (Wilson on the i.i.d. reference; clustered Wilson / jackknife on the mimic contexts
@@ -122,8 +123,6 @@ def event_interval(ref: Side, mim: Side, clusters: Clusters) -> tuple[float, flo
     alike (all mostly one level): the event intervals see the binomial variance those hide. Latent
     shift takes the hull of the two.
     """
-    from harness.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals
-
     events = event_matrix("categorical", ref.size)
     loo = mim.leave_one_out()
     loo = loo[np.isfinite(loo).all(axis=1)]

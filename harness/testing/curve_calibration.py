@@ -21,7 +21,7 @@ At context size n the mimic's outputs in context c follow P_c ~ Dirichlet(KAPPA 
 q_n = (1 - lam_n) F + lam_n G, lam_n = LAM * n^-B_RATE (planted rate b = B_RATE); each context
 lists n exemplars drawn from the reference table without replacement. Exact values:
 ``sync_marginal`` = lam_n D(F, G) (TV and KS are linear along the mixture); the per-context rows,
-which hold the reference table fixed (:mod:`harness.sync`), E d2(P_c, F^) = sum_j w_j (Var P_c(A_j)
+which hold the reference table fixed (:mod:`harness.stats.sync`), E d2(P_c, F^) = sum_j w_j (Var P_c(A_j)
 + (q_n(A_j) - F^(A_j))^2) with Var = a(1 - a) / (KAPPA + 1), plus the exemplars' hypergeometric
 variance F^(1 - F^) / n (N - n) / (N - 1) for ``sync_context_exemplars``; ``sync_rate`` = B_RATE.
 """
@@ -37,11 +37,11 @@ import polars as pl
 from scipy.stats import binom
 
 from harness.controls import BestOfNControl, NoneControl, RewardControl, TiltControl
-from harness.curve_scale import bounded_distance, events, squared_weights
-from harness.goodhart import BUDGET, GoodhartCurve, interpolate
 from harness.protocols import EstimationInputs
+from harness.stats.curve_scale import bounded_distance, events, squared_weights
+from harness.stats.goodhart import BUDGET, GoodhartCurve, interpolate
+from harness.stats.sync import sync_estimates
 from harness.stats.synthetic import draws_frame
-from harness.sync import sync_estimates
 from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, SamplingPlan, TaskSpec,
                               WorldSpec)
 

@@ -1,13 +1,13 @@
 """95% intervals for the curves' bounded distances (TV, KS) and their means, built from event probabilities.
 
-A distance on the curves' scale (:mod:`harness.curve_scale`) is a largest difference of one event's
+A distance on the curves' scale (:mod:`harness.stats.curve_scale`) is a largest difference of one event's
 probability: TV = max_A |F(A) - Q(A)| over events A of the levels, KS = max_t |F(H <= t) - Q(H <= t)|.
 A Wald interval of the distance itself fails where a pool share sits near 0 or 1 (its jackknife
 variance is then too small: a level no context produced shows none), and the plug-in distance is
 biased upward. So the interval is assembled from the events:
 
 1. each event's pool probability Q(A): the hull of the skewness-corrected jackknife interval
-   (:mod:`harness.curve_intervals`) and Wilson's score interval on the effective sample size
+   (:mod:`harness.stats.curve_intervals`) and Wilson's score interval on the effective sample size
    n_eff = q (1 - q) / V_jackknife with the t(G* - 1) quantile in place of z (the clustered Wilson
    interval, e.g. Dean & Pagano 2015, J. Survey Statistics and Methodology 3:484-503; Korn &
    Graubard 1998 for the degrees of freedom); where the pool shows no variance for the event
@@ -35,7 +35,7 @@ import itertools
 import numpy as np
 from scipy.stats import t as student_t
 
-from harness.curve_intervals import jackknife_interval
+from harness.stats.curve_intervals import jackknife_interval
 from harness.stats.intervals import Z95
 
 MAX_SUBSET_LEVELS = 8
@@ -75,7 +75,7 @@ def pool_intervals(q_hat: np.ndarray, q_reps: np.ndarray, df: float, g_star: flo
     The hull of two: the clustered Wilson interval (n_eff = q (1 - q) / V_jackknife, never above
     ``ess``, the Kish effective sample size of the weights: a design effect below 1 comes from a
     sample that hides variance; n_eff = G* where the replicates show none), honest near 0 and 1; and
-    the skewness-corrected jackknife interval (:func:`harness.curve_intervals.jackknife_interval`),
+    the skewness-corrected jackknife interval (:func:`harness.stats.curve_intervals.jackknife_interval`),
     honest where the contexts' shares are skewed. Both use t(G* - 1).
     """
     q_hat = np.asarray(q_hat, dtype=np.float64)

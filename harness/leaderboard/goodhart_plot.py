@@ -1,6 +1,6 @@
 """The Goodhart chart: control success and latent shift against KL from the pool, one curve per model.
 
-Reads only the estimates table (rows of estimator ``goodhart_curve``, see :mod:`harness.goodhart`):
+Reads only the estimates table (rows of estimator ``goodhart_curve``, see :mod:`harness.stats.goodhart`):
 
 - top panel: ``_success`` (the selected items' world success rate) against ``note.kl`` in nats;
 - bottom panel: ``_shift`` (mean latent distance from F(H | R=1)) against the same KL, the reference

@@ -20,7 +20,7 @@ recomputed as a whole when a context is left out. The interval:
 - **Scale**: the interval is built for g(theta), g = logit on [low, high] for a quantity bounded on
   both sides (a tilt's KL, in [0, 1/beta]) or the identity, then mapped back and cut to the
   quantity's range (cutting is harmless to coverage: the true value lies in the range). Proportions
-  and distances: :mod:`harness.curve_events`.
+  and distances: :mod:`harness.stats.curve_events`.
 - **Withheld** (``lower``/``upper`` NaN, flag and reason in the note; :func:`harness.stats.flags.withheld`):
   fewer than 2 contexts or fewer effective contexts G* than ``MIN_EFFECTIVE_CONTEXTS``, or a
   replicate that is undefined (leaving a context out empties the selection): ``too_few_contexts``

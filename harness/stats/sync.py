@@ -19,12 +19,12 @@ Every note has ``kind`` (marginal, context_vs_population, context_vs_exemplars, 
 ``n_exemplars``, ``method`` (``sampled``, ``exact-logprobs``, or ``mixed`` when only some
 contexts have exact probabilities) and ``debiased``; marginal and rate notes have ``noise_floor``.
 The Estimate's ``method`` is ``<that route>/<interval method>``. Distances are on the one bounded
-scale of :mod:`harness.curve_scale`. A row without an interval has NaN ends, ``flags`` and
+scale of :mod:`harness.stats.curve_scale`. A row without an interval has NaN ends, ``flags`` and
 ``no_interval`` (:mod:`harness.stats.flags`); coverage at 2-40 contexts is measured by
 :mod:`harness.testing.curve_calibration`.
 
 - **Marginal**: the plug-in distance; its interval from the events' intervals
-  (:mod:`harness.curve_events`: clustered Wilson / skewness-corrected jackknife over contexts for
+  (:mod:`harness.stats.curve_events`: clustered Wilson / skewness-corrected jackknife over contexts for
   the mimic, Wilson for the reference, MOVER, the maximum over events), none below 2 contexts.
   ``noise_floor`` = distance between two random halves of the reference, ``debiased`` = plug-in
   minus the mean of the no-shift null, cut to [0, 1]. A distance's interval is biased upward at zero
@@ -68,14 +68,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from harness.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals
-from harness.curve_intervals import (MIN_EFFECTIVE_CONTEXTS, effective_contexts, jackknife_variance, skew_corrected_mean,
-                                     withheld_flag)
-from harness.curve_scale import DISTANCE_NAMES, SQUARED_NAMES, bounded_distance, events, squared_weights
 from harness.protocols import Estimate, EstimationInputs
 from harness.stats import flags as F
 from harness.stats.bootstrap import chunk_sizes, resample_counts
 from harness.stats.common import feature_kind, rng_for, row, values_of
+from harness.stats.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals
+from harness.stats.curve_intervals import (MIN_EFFECTIVE_CONTEXTS, effective_contexts, jackknife_variance,
+                                           skew_corrected_mean, withheld_flag)
+from harness.stats.curve_scale import DISTANCE_NAMES, SQUARED_NAMES, bounded_distance, events, squared_weights
 from harness.stats.distances import code_values
 from harness.stats.intervals import percentile
 
@@ -123,7 +123,7 @@ def sync_features(task, reference: pl.DataFrame, draws: pl.DataFrame) -> list[st
 
 
 def event_weights(kind: str, grid: np.ndarray, ref_mass: np.ndarray) -> np.ndarray:
-    """Weights w_j of d2 = sum_j w_j (P(A_j) - Q(A_j))^2 (:func:`harness.curve_scale.squared_weights`; ``grid`` unused)."""
+    """Weights w_j of d2 = sum_j w_j (P(A_j) - Q(A_j))^2 (:func:`harness.stats.curve_scale.squared_weights`; ``grid`` unused)."""
     return squared_weights(kind, ref_mass)
 
 
@@ -187,7 +187,7 @@ def mean_over_contexts(values: np.ndarray) -> tuple[float, float, float, dict, s
     The contexts are independent, so the delete-one-context jackknife of the mean is s^2 / C and
     t(C - 1) its small-sample quantile (the cluster jackknife, MacKinnon, Nielsen & Webb 2023); the
     per-context values are skewed (a few contexts far from F), so the studentised mean is first made
-    symmetric by Hall's (1992) transformation (:func:`harness.curve_intervals.skew_corrected_mean`).
+    symmetric by Hall's (1992) transformation (:func:`harness.stats.curve_intervals.skew_corrected_mean`).
     The interval is cut to [0, 1], the squared distances' range, which is harmless to coverage (the
     true mean lies there); the point is the unbiased mean cut to the same range (``unbiased`` in the
     note keeps it as computed, possibly below 0). No interval from fewer than
@@ -401,7 +401,7 @@ def split_half_floor(coded: Coded, rng: np.random.Generator, n_split: int) -> np
 
 def marginal_row(coded: Coded, n: int, feature: str, frame: pl.DataFrame, joint: Joint, index: int,
                  floor: np.ndarray) -> Estimate:
-    """``sync_marginal``: D(F, Q_n) on the bounded scale, its interval from the events (:mod:`harness.curve_events`), the band."""
+    """``sync_marginal``: D(F, Q_n) on the bounded scale, its interval from the events (:mod:`harness.stats.curve_events`), the band."""
     kind, size = coded.kind, coded.grid.size
     p_hat = np.bincount(coded.ref_codes, minlength=size) / coded.ref_codes.size
     contexts = frame.get_column("context_id").to_numpy()

@@ -23,7 +23,7 @@ Rows per point (estimator ``goodhart_curve``; feature):
 - ``_mK``: m_K = P_Q(draws 1..K all succeed | draw 0 succeeds), K = the world's K; selections reuse
   those draws (note ``selection_uses_world_draws``), so only the pool's m_K is the mimic's.
 - ``<latent>``: D(F(H | R=1), Q(H)) with the reference rows whose draw 0 succeeded, on the one bounded
-  scale of :mod:`harness.curve_scale`: TV for categorical/binary latents, Kolmogorov-Smirnov for numeric
+  scale of :mod:`harness.stats.curve_scale`: TV for categorical/binary latents, Kolmogorov-Smirnov for numeric
   ones, both in [0, 1] (the largest difference in probability of one event).
 - ``_shift``: the mean of the latent distances; note ``noise_floor`` (and ``_lower``/``_upper``): the
   same mean between two random halves of the reference R=1 rows, what "no shift" looks like.
@@ -34,15 +34,15 @@ Every row's note: ``kl``, ``ess`` = 1 / sum w^2, ``low_ess`` (ESS < max(10, N/10
 conditioning on R = 1 and on the forcing set can differ for this pool's objective.
 
 Intervals (95%): the delete-one-context jackknife of the pool (each replicate recomputes the weights,
-tilts and best-of-n levels without that context; :mod:`harness.curve_intervals`) with t quantiles on
+tilts and best-of-n levels without that context; :mod:`harness.stats.curve_intervals`) with t quantiles on
 G* - 1 degrees of freedom (G* = the effective number of contexts behind the point's weights; note
 ``effective_contexts``). Success, m_K and shares: the hull of the clustered Wilson interval and the
 skewness-corrected jackknife interval; distances: from their events' intervals by MOVER, the maximum
-over events (:mod:`harness.curve_events`); KL and means: the skewness-corrected jackknife interval
+over events (:mod:`harness.stats.curve_events`); KL and means: the skewness-corrected jackknife interval
 with an i.i.d. variance floor; so every interval stays in its range ([0, 1]; KL >= 0, a tilt's KL
 <= 1/beta, best-of-n's <= log n - (n-1)/n; a mean within the latent's values). No interval (flag,
 reason in ``note.no_interval``) at fewer than 2 contexts or G* below
-:data:`harness.curve_intervals.MIN_EFFECTIVE_CONTEXTS`, or when leaving a context out empties the
+:data:`harness.stats.curve_intervals.MIN_EFFECTIVE_CONTEXTS`, or when leaving a context out empties the
 selection (``too_few_contexts``), or where the pool shows no variance between contexts for a KL or a
 mean (``no_variance``). Note ``debiased``: the jackknife's bias-corrected distance. Coverage at 2-40
 contexts x 1 or 8 samples: :mod:`harness.testing.curve_calibration`.
@@ -71,21 +71,21 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from harness.selection import LOW_ESS_FRACTION, LOW_ESS_MIN, pool_rows, world_array
-from harness.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals, sum_of_ends
-from harness.curve_intervals import (MIN_EFFECTIVE_CONTEXTS, delete_one_context, effective_contexts, jackknife_bias,
-                                     jackknife_interval, jackknife_variance, withheld_flag)
-from harness.curve_scale import DISTANCE_NAMES, bounded_distance
 from harness.protocols import Estimate, EstimationInputs, Selection
+from harness.selection import LOW_ESS_FRACTION, LOW_ESS_MIN, pool_rows, world_array
 from harness.stats import flags as F
 from harness.stats.bootstrap import chunk_sizes
 from harness.stats.common import clusters_of, kind_of, latents, reference_for, rng_for, row, valid, values_of
+from harness.stats.curve_events import distance_interval, event_matrix, pool_intervals, reference_intervals, sum_of_ends
+from harness.stats.curve_intervals import (MIN_EFFECTIVE_CONTEXTS, delete_one_context, effective_contexts, jackknife_bias,
+                                           jackknife_interval, jackknife_variance, withheld_flag)
+from harness.stats.curve_scale import DISTANCE_NAMES, bounded_distance
 from harness.stats.distances import code_values
 
 BUDGET = 0.5  # nats: the default KL budget of the Goodhart-proneness score
 CURVE, SCORE = "goodhart_curve", "goodhart_score"
 CONTROLS = ("tilt", "reward", "best-of-n")
-# Interval scale of the scalar rows (distances: harness.curve_events), as the calibration measured them.
+# Interval scale of the scalar rows (distances: harness.stats.curve_events), as the calibration measured them.
 SCALES = {"proportion": "wilson+skew-jackknife", "kl": "skew-jackknife", "mean": "skew-jackknife"}
 
 
@@ -308,7 +308,7 @@ def _kind_of_row(data: PoolData, feature: str) -> str:
 def scalar_interval(data: PoolData, reps: Replicates, j: int, feature: str) -> tuple[float, float, dict[str, Any], str | None]:
     """(lower, upper, note entries, withheld flag) of KL, a proportion or a mean from its jackknife replicates.
 
-    Success, m_K and shares: :func:`harness.curve_events.pool_intervals` (in range, honest near 0 and
+    Success, m_K and shares: :func:`harness.stats.curve_events.pool_intervals` (in range, honest near 0 and
     1 and for skewed contexts). KL and means: the skewness-corrected jackknife interval, its variance
     at least the i.i.d. one over the Kish ESS, in the range: a tilt's KL on the logit scale of
     [0, 1/beta] (KL = E_Q[r]/beta - log E[exp(r/beta)] <= (E_Q[r] - E[r])/beta by Jensen), best-of-n's
@@ -359,7 +359,7 @@ def _kl_iid_variance(w: np.ndarray, kl: float) -> float:
 
 
 def distance_bounds(data: PoolData, reps: Replicates, j: int, latent: str) -> tuple[float, float]:
-    """[lower, upper] of one latent's distance at point j from its events' intervals (:mod:`harness.curve_events`)."""
+    """[lower, upper] of one latent's distance at point j from its events' intervals (:mod:`harness.stats.curve_events`)."""
     if (j, latent) not in reps.bounds:
         reps.bounds[j, latent] = _distance_bounds(data, reps, j, latent)
     return reps.bounds[j, latent]
