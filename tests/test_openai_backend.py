@@ -9,6 +9,7 @@ import pytest
 from harness.errors import ModelSpecError, PermanentBackendError, RateLimitedError, TransientBackendError
 from harness.mimic import Capability, ChatMessage, GenerationRequest
 from harness.modelspec import ModelSpec, parse_model_spec
+from harness.protocols import BuildContext
 from harness.testing import expected_completion
 
 mimic_openai = pytest.importorskip("mimic_openai", reason="install plugins/mimic-openai")
@@ -206,6 +207,21 @@ async def test_concurrency_caps_requests_in_flight(fake_openai_server, closing):
     closing(mimic)
     assert len(await mimic.generate(reqs(12))) == 12
     assert fake_openai_server.max_in_flight == 3
+
+
+async def test_pool_follows_the_runs_concurrency_unless_the_spec_sets_one(fake_openai_server, closing, registries):
+    fake_openai_server.configure(latency_ms=20)
+    ctx = BuildContext(registries=registries, concurrency=2)
+    spec = ModelSpec("openai", "m", {"base_url": fake_openai_server.base_url})
+    mimic = create_openai(spec, ctx)
+    with_option = create_openai(ModelSpec("openai", "m", {**spec.options, "concurrency": 5}), ctx)
+    without_run = create_openai(spec)
+    for m in (mimic, with_option, without_run):
+        closing(m)
+    assert len(await mimic.generate(reqs(8))) == 8
+    assert fake_openai_server.max_in_flight == 2
+    assert with_option.config.concurrency == 5
+    assert without_run.config.concurrency == 64  # no run, no option: the default
 
 
 def test_config_defaults_env_and_errors(monkeypatch):

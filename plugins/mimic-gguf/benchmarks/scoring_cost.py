@@ -5,7 +5,7 @@
 Three timings on gguf:default, one thread (so CPU seconds barely see other processes on a shared
 machine), the two sides interleaved, the minimum over ``--reps`` reported:
 
-1. the bookworld field-probabilities phase (``harness.fieldprobs.context_field_probs``: Rating, then
+1. the bookworld field-probabilities phase (``harness.run.fieldprobs.context_field_probs``: Rating, then
    Genre given each Rating) as a run makes it, scored by the ``--before`` commit's scorer (the pairs
    of a context decoded together, flash attention auto) and by the current one (each pair alone,
    flash attention off);
@@ -29,8 +29,8 @@ import numpy as np
 import polars as pl
 
 import harness.builtin.bookworld as bookworld
-from harness.fieldprobs import context_field_probs
-from harness.mimic import GenerationRequest
+from harness.run.fieldprobs import context_field_probs
+from harness import GenerationRequest
 from harness.prompts import plan_draws
 from harness.tasks import load_task
 from mimic_gguf.batched import BatchedSampler

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from harness.hookspecs import hookimpl
+from harness import hookimpl
 
 from mimic_lmeval.backend import LmEvalMimic, create_lmeval_mimic
 

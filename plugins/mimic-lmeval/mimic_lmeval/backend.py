@@ -43,9 +43,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import ModelSpecError, PermanentBackendError
-from harness.mimic import Capability, Completion, GenerationRequest
-from harness.modelspec import ModelSpec, is_secret_option
+from harness import (
+    Capability,
+    Completion,
+    GenerationRequest,
+    ModelSpec,
+    ModelSpecError,
+    PermanentBackendError,
+    is_secret_option,
+)
 
 from mimic_lmeval.failures import Redactor, guard_lm_eval_logs, map_api_error, map_local_error, safe_url
 

@@ -1,4 +1,4 @@
-"""Turn what lm-eval (and the HTTP clients under it) raise into ``harness.errors`` types.
+"""Turn what lm-eval (and the HTTP clients under it) raise into the harness's public error types.
 
 lm-eval's API models re-raise the client's own exception after their retries: ``requests`` on the
 synchronous path (``num_concurrent<=1``), ``aiohttp`` on the concurrent one. Both carry a status code
@@ -17,13 +17,7 @@ from collections.abc import Iterable
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.errors import (
-    BackendError,
-    HarnessError,
-    PermanentBackendError,
-    RateLimitedError,
-    TransientBackendError,
-)
+from harness import BackendError, HarnessError, PermanentBackendError, RateLimitedError, TransientBackendError
 
 _MAX_DETAIL = 160  # characters of a server's error text kept in a message
 

@@ -7,15 +7,16 @@ Options (query string, ``--option``, or a ``--model-config`` entry):
   file may give ``api_key`` instead. A loopback server (127.0.0.1, localhost) needs no key. The key is
   kept in memory only: never in ``model_id``, logs, errors or files.
 - ``mode``: ``completions`` (default; base models, the purest mimics) or ``chat``.
-- ``concurrency`` (default 64): requests in flight and connections kept open.
+- ``concurrency``: requests in flight and connections kept open; default the run's ``--concurrency``
+  (``BuildContext.concurrency``), else 64.
 - ``timeout`` (default 60): seconds per request.
 - ``transport``: ``auto`` (default, = ``aiohttp``), ``aiohttp`` or ``sdk``. Both speak the same wire
   protocol and share one parser. ``auto`` picks aiohttp on CPU cost: measured with
-  ``python -m mimic_openai.bench`` (client CPU per request against the fake server), aiohttp spends
-  about 0.3 ms at any concurrency, the SDK 3.2 ms at concurrency 8 and 6.2 ms at 64 (most of it in
-  httpcore's connection pool, which rescans every connection per request). The harness must sustain
-  64 concurrent requests at 50 ms latency (1280 req/s): about 0.4 of a core with aiohttp, and
-  more than a core (so out of reach) with the SDK.
+  ``plugins/mimic-openai/benchmarks/http_client.py`` (client CPU per request against the fake
+  server), aiohttp spends about 0.3 ms at any concurrency, the SDK 3.2 ms at concurrency 8 and
+  6.2 ms at 64 (most of it in httpcore's connection pool, which rescans every connection per
+  request). The harness must sustain 64 concurrent requests at 50 ms latency (1280 req/s): about
+  0.4 of a core with aiohttp, and more than a core (so out of reach) with the SDK.
 
 Examples::
 
@@ -26,19 +27,24 @@ Examples::
 
 from __future__ import annotations
 
-from harness.hookspecs import hookimpl
-from harness.modelspec import ModelSpec
+from typing import TYPE_CHECKING
+
+from harness import ModelSpec, hookimpl
 
 from mimic_openai.backend import OpenAIMimic
 from mimic_openai.config import OpenAIConfig, parse_config
+
+if TYPE_CHECKING:  # the protocols module imports polars; the plugin only names the type
+    from harness import BuildContext
 
 __version__ = "0.1.0"
 __all__ = ["OpenAIMimic", "OpenAIConfig", "create_openai", "parse_config"]
 
 
-def create_openai(spec: ModelSpec, ctx=None) -> OpenAIMimic:
-    """Factory for ``openai:MODEL`` specs."""
-    return OpenAIMimic(parse_config(spec))
+def create_openai(spec: ModelSpec, ctx: BuildContext | None = None) -> OpenAIMimic:
+    """Factory for ``openai:MODEL`` specs; without a ``concurrency`` option the pool follows the run's."""
+    run_concurrency = ctx.concurrency if ctx is not None else None
+    return OpenAIMimic(parse_config(spec, default_concurrency=run_concurrency))
 
 
 @hookimpl

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from harness.errors import BackendError, PermanentBackendError, RateLimitedError
-from harness.mimic import Capability, Completion, GenerationRequest
+from harness import BackendError, Capability, Completion, GenerationRequest, PermanentBackendError, RateLimitedError
 
 from mimic_openai.config import OpenAIConfig, model_id_for
 from mimic_openai.transports import make_transport

@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.errors import ModelSpecError
-from harness.modelspec import ModelSpec
+from harness import ModelSpec, ModelSpecError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_CONCURRENCY = 64
 MODES = ("completions", "chat")
 TRANSPORTS = ("auto", "aiohttp", "sdk")
 # The SDK costs 3-6 ms of CPU per request against aiohttp's 0.3 ms (see the package docstring).
@@ -107,8 +107,12 @@ def _number(spec: ModelSpec, name: str, default, cast, minimum):
     return number
 
 
-def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None) -> OpenAIConfig:
-    """Validate the options of an ``openai:`` model spec and resolve the base URL and key."""
+def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None, default_concurrency: int | None = None) -> OpenAIConfig:
+    """Validate the options of an ``openai:`` model spec and resolve the base URL and key.
+
+    ``default_concurrency`` (the run's ``--concurrency``) sizes the pool when the spec sets no
+    ``concurrency`` option; without either it is 64.
+    """
     env = os.environ if environ is None else environ
     unknown = sorted(set(spec.options) - set(OPTIONS))
     if unknown:
@@ -143,7 +147,7 @@ def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None) -> Open
         api_key_env=key_env,
         key_from_config=bool(config_key),
         mode=mode,
-        concurrency=int(_number(spec, "concurrency", 64, int, 1)),
+        concurrency=int(_number(spec, "concurrency", default_concurrency or DEFAULT_CONCURRENCY, int, 1)),
         timeout=float(_number(spec, "timeout", 60, float, 0.001)),
         transport=AUTO_TRANSPORT if transport == "auto" else transport,
     )

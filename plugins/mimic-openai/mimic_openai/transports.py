@@ -19,7 +19,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.errors import TransientBackendError
+from harness import TransientBackendError
 
 from mimic_openai.config import OpenAIConfig, is_loopback
 from mimic_openai.wire import endpoint

@@ -13,8 +13,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from harness.errors import BackendError, PermanentBackendError, RateLimitedError, TransientBackendError
-from harness.mimic import ChatMessage, Completion, GenerationRequest, TokenLogprob
+from harness import (
+    BackendError,
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    PermanentBackendError,
+    RateLimitedError,
+    TokenLogprob,
+    TransientBackendError,
+)
 
 from mimic_openai.config import OpenAIConfig
 

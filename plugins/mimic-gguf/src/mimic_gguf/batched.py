@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import llama_cpp as C
 import numpy as np
 
-from harness.errors import PermanentBackendError
-from harness.mimic import Completion, GenerationRequest, TokenLogprob
+from harness import Completion, GenerationRequest, PermanentBackendError, TokenLogprob
 
 from mimic_gguf.model import LoadedModel, log_softmax
 from mimic_gguf.text import SpecialStripper, find_stop

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.errors import ModelSpecError
+from harness import ModelSpecError
 
 GGUF_MAGIC = b"GGUF"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

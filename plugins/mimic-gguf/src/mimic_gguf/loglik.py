@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.errors import PermanentBackendError
+from harness import PermanentBackendError
 
 from mimic_gguf.model import LoadedModel, log_softmax
 

@@ -1,4 +1,4 @@
-"""The ``gguf`` mimic: the harness's async :class:`~harness.mimic.Mimic` over a blocking llama.cpp model.
+"""The ``gguf`` mimic: the harness's async :class:`harness.Mimic` over a blocking llama.cpp model.
 
 All llama.cpp work runs in a worker thread (``asyncio.to_thread``) under one lock, so the event
 loop stays free and concurrent ``generate`` calls take turns on the single context.
@@ -13,8 +13,7 @@ from typing import TypeVar
 
 import jinja2
 
-from harness.errors import PermanentBackendError
-from harness.mimic import Capability, ChatMessage, Completion, GenerationRequest
+from harness import Capability, ChatMessage, Completion, GenerationRequest, PermanentBackendError
 
 from mimic_gguf.batched import BatchedSampler, check_prompt, check_request
 from mimic_gguf.loglik import LoglikelihoodScorer

@@ -15,7 +15,7 @@ from pathlib import Path
 import llama_cpp as C
 import numpy as np
 
-from harness.errors import ModelSpecError, PermanentBackendError
+from harness import ModelSpecError, PermanentBackendError
 
 _ATTR_CONTROL = 8  # LLAMA_TOKEN_ATTR_CONTROL: <eos>, <pad>, <start_of_turn>, <|im_end|>, <unusedN>...
 _backend_ready = False

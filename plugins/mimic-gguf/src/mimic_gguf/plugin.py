@@ -16,9 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from harness.errors import ModelSpecError
-from harness.hookspecs import hookimpl
-from harness.modelspec import ModelSpec
+from harness import ModelSpec, ModelSpecError, hookimpl
 
 from mimic_gguf.files import resolve_model_file
 from mimic_gguf.mimic import GGUFMimic

@@ -1,6 +1,6 @@
 """Throughput and client CPU per request of each transport against the fake server (in a child process).
 
-    python -m mimic_openai.bench --latency-ms 50 --concurrency 64 --requests 3000
+    python plugins/mimic-openai/benchmarks/http_client.py --latency-ms 50 --concurrency 64 --requests 3000
 
 Ideal throughput is concurrency / latency. CPU per request is this process's CPU time divided by
 the requests sent, so it does not depend on what else the machine is doing.
@@ -13,8 +13,7 @@ import asyncio
 import json
 import time
 
-from harness.mimic import GenerationRequest
-from harness.modelspec import ModelSpec
+from harness import GenerationRequest, ModelSpec
 from harness.testing.fake_process import start_fake_server_process
 
 from mimic_openai.backend import OpenAIMimic
@@ -39,7 +38,7 @@ async def measure(base_url: str, transport: str, concurrency: int, n: int, max_t
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one JSON line per transport."""
-    parser = argparse.ArgumentParser(prog="python -m mimic_openai.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="http_client.py", description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=3000)
