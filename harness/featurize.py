@@ -10,6 +10,7 @@ import polars as pl
 
 from harness.errors import PluginError, TaskError
 from harness.factories import create_component
+from harness.paths import display_path
 from harness.protocols import BuildContext, Feature
 from harness.registry import Registries
 from harness.taskspec import TaskSpec
@@ -18,8 +19,6 @@ KIND_DTYPES = {"categorical": pl.Utf8, "numeric": pl.Float64, "binary": pl.Float
 
 
 def _where(task: TaskSpec) -> str:
-    from harness.tasks import display_path
-
     return display_path(task.source_path) if task.source_path else task.name
 
 

@@ -19,10 +19,11 @@ import polars as pl
 from harness.errors import DataError, HarnessError, PluginError, TaskError
 from harness.factories import create_component
 from harness.featurize import build_features, compute_features
+from harness.paths import display_path
 from harness.protocols import BuildContext
 from harness.registry import Registries
 from harness.taskspec import TaskSpec
-from harness.tasks import display_path, template_env, template_variables
+from harness.tasks import template_env, template_variables
 
 RESERVED = ("ref_id", "text", "world_draws")
 FILE_SOURCES = ("csv", "parquet", "jsonl")

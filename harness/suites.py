@@ -18,9 +18,14 @@ from typing import Any
 import yaml
 
 from harness.errors import TaskError
+from harness.paths import builtin_tasks_dir, local_tasks_dir
 
 PLAN_KEYS = {"seed", "samples", "contexts", "samples_per_context", "n_exemplars"}
-SUITE_DIRS = (Path.cwd() / "tasks" / "suites", Path(__file__).resolve().parents[1] / "tasks" / "suites")
+
+
+def suite_folders() -> tuple[Path, Path]:
+    """Where bare suite names are looked up, in order: ``./tasks/suites``, then the built-in suites."""
+    return local_tasks_dir() / "suites", builtin_tasks_dir() / "suites"
 
 
 @dataclass(frozen=True)
@@ -36,17 +41,17 @@ class Suite:
 
 
 def find_suite(name_or_path: str) -> Path:
-    """Resolve a suite name (``tasks/suites/NAME.yaml``) or a path."""
+    """Resolve a suite path, or a name: ``./tasks/suites/NAME.yaml``, then the built-in suite."""
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml"}:
         if path.is_file():
             return path
         raise TaskError(f"suite file {path} does not exist", "pass an existing YAML file or a suite name")
-    for folder in SUITE_DIRS:
+    for folder in suite_folders():
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    known = sorted({p.stem for folder in SUITE_DIRS if folder.is_dir() for p in folder.glob("*.yaml")})
+    known = sorted({p.stem for folder in suite_folders() if folder.is_dir() for p in folder.glob("*.yaml")})
     raise TaskError(f"unknown suite {name_or_path!r} (known: {', '.join(known) or 'none'})", "pass a known suite name or a YAML path")
 
 

@@ -27,6 +27,7 @@ import difflib
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from harness.errors import TaskError
+from harness.paths import builtin_tasks_dir, display_path, local_tasks_dir
 from harness.registry import Registries
 from harness.taskspec import (
     ComponentRef,
@@ -56,7 +58,6 @@ REQUIRED = ("reference", "render", "features", "proxy", "controls")
 RENDER_KEYS = ("exemplar", "separator", "preamble", "open_prefix", "prompt_prefix", "stop")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FEATURE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-REPO_TASKS = Path(__file__).resolve().parent.parent / "tasks"
 
 
 def template_env() -> SandboxedEnvironment:
@@ -67,14 +68,6 @@ def template_env() -> SandboxedEnvironment:
 def template_variables(source: str) -> set[str]:
     """Names a template reads from its context (columns, ``value``)."""
     return set(meta.find_undeclared_variables(template_env().parse(source)))
-
-
-def display_path(path: Path) -> str:
-    """A path as the user will recognise it: relative to the working directory when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -94,25 +87,54 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def task_folders() -> tuple[Path, Path]:
+    """Where bare task names are looked up, in order: ``./tasks``, then the built-in tasks."""
+    return local_tasks_dir(), builtin_tasks_dir()
+
+
 def list_tasks() -> list[Path]:
-    """Task files in ``./tasks`` then the repository's ``tasks/`` (a name found in both: the local one)."""
+    """Task files in ``./tasks`` then the built-in ones (a name found in both: the local one)."""
     found: dict[str, Path] = {}
-    for folder in (Path.cwd() / "tasks", REPO_TASKS):
+    for folder in task_folders():
         if folder.is_dir():
             for path in sorted(folder.glob("*.yaml")):
                 found.setdefault(path.stem, path)
     return sorted(found.values(), key=lambda p: p.stem)
 
 
+@dataclass(frozen=True)
+class TaskFile:
+    """A task file a bare name can reach: ``origin`` is ``local`` (``./tasks``) or ``built-in``."""
+
+    name: str
+    path: Path
+    origin: str
+    shadowed: bool = False  # a built-in task that a local file of the same name hides
+
+
+def task_files() -> list[TaskFile]:
+    """Every local, then every built-in task file (run from the checkout, ``./tasks`` is the built-in folder)."""
+    local, builtin = task_folders()
+    origins = [("built-in", builtin)]
+    if local.is_dir() and (not builtin.is_dir() or not local.samefile(builtin)):
+        origins.insert(0, ("local", local))
+    files: list[TaskFile] = []
+    for origin, folder in origins:
+        if folder.is_dir():
+            local_names = {f.name for f in files}
+            files += [TaskFile(p.stem, p, origin, shadowed=p.stem in local_names) for p in sorted(folder.glob("*.yaml"))]
+    return files
+
+
 def resolve_task_path(name_or_path: str | Path) -> Path:
-    """A file path as given, or ``tasks/<name>.yaml`` under the working directory, then the repository."""
+    """A file path as given, or ``tasks/<name>.yaml`` under the working directory, then the built-in task."""
     text = str(name_or_path)
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.parent != Path(".") or path.is_file():
         if not path.is_file():
             raise TaskError(f"task file {text} does not exist", "check the path, or pass a task name from `tasks/`")
         return path
-    for folder in (Path.cwd() / "tasks", REPO_TASKS):
+    for folder in task_folders():
         candidate = folder / f"{text}.yaml"
         if candidate.is_file():
             return candidate

@@ -19,7 +19,8 @@ from harness.plugins import build_registries, get_plugin_manager, register_plugi
 from harness.protocols import BuildContext
 from harness.reference import load_reference
 from harness.taskspec import ControlSpec
-from harness.tasks import REPO_TASKS, list_tasks, load_task
+from harness.paths import builtin_tasks_dir
+from harness.tasks import list_tasks, load_task
 
 
 def make_registries():
@@ -102,7 +103,7 @@ def test_shipped_tasks_load_with_registries(registries):
     assert {"bookworld", "python-functions", "reviews"} <= names
     for name in ("bookworld", "python-functions", "reviews"):
         spec = load_task(name, registries)
-        assert spec.source_path == (REPO_TASKS / f"{name}.yaml").resolve()
+        assert spec.source_path == (builtin_tasks_dir() / f"{name}.yaml").resolve()
         assert spec.generation.max_tokens <= 96
     book = load_task("bookworld", registries)
     assert book.proxy.values == (5, 1) and book.world.k == 8

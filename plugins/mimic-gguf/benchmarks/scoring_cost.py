@@ -29,9 +29,9 @@ import numpy as np
 import polars as pl
 
 import harness.builtin.bookworld as bookworld
-from harness.run.fieldprobs import context_field_probs
 from harness import GenerationRequest
 from harness.prompts import plan_draws
+from harness.run.fieldprobs import context_field_probs
 from harness.tasks import load_task
 from mimic_gguf.batched import BatchedSampler
 from mimic_gguf.files import resolve_model_file
