@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 import harness.builtin.bookworld as B
-from harness.builtin.scripted import ScriptedMimic
+from harness.scripted import ScriptedMimic
 from harness.modelspec import ModelSpec
-from harness.run_config import RunConfig
-from harness.runner import run
+from harness.run import RunConfig
+from harness.run import run
 
 TASK_YAML = Path(__file__).resolve().parents[1] / "tasks" / "bookworld.yaml"
 _PROMPTED = re.compile(r"Rating:[ \t]*(\d+)[ \t]*\n\Z")

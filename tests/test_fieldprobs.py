@@ -1,4 +1,4 @@
-"""The exact route (harness.fieldprobs): header prompts, both scoring routes, the genre-after-rating chain,
+"""The exact route (harness.run.fieldprobs): header prompts, both scoring routes, the genre-after-rating chain,
 agreement with sampling on planted mimics, and (slow) on the embedded Gemma model."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 import harness.builtin.bookworld as B
-from harness.builtin.scripted import ScriptedMimic
-from harness.fieldprobs import (FIELD_PROBS_SCHEMA, context_field_probs, field_distributions, field_prompts,
+from harness.scripted import ScriptedMimic
+from harness.run.fieldprobs import (FIELD_PROBS_SCHEMA, context_field_probs, field_distributions, field_prompts,
                                 header_layout)
 from harness.mimic import Capability, Completion, TokenLogprob
 from harness.prompts import make_item, plan_draws, request_for

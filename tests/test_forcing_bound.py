@@ -19,14 +19,14 @@ import pytest
 import yaml
 
 import harness.builtin.bookworld as B
-from harness.builtin.scripted import ScriptedMimic
+from harness.scripted import ScriptedMimic
 from harness.modelspec import ModelSpec
 from harness.protocols import EstimationInputs, Selection
-from harness.run_config import RunConfig
-from harness.runner import run
+from harness.run import RunConfig
+from harness.run import run
 from harness.stats.est_forcing import ForcingMass, forcing_set_table
 from harness.stats.flags import BOUND_EXCEEDED, SELECTION_USES_WORLD_DRAWS, flags_of
-from harness.stats.synthetic import draws_frame, planted_task
+from harness.testing.synthetic import draws_frame, planted_task
 from harness.testing import planted_worlds
 from harness.testing.planted_worlds import PlantedJudge, WarmingJudge
 from tests.test_bookworld_truth import TASK_YAML, bookworld_fn

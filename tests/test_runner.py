@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 
 from harness.hookspecs import hookimpl
-from harness.builtin.scripted import ScriptedMimic
+from harness.scripted import ScriptedMimic
 from harness.errors import PermanentBackendError, TransientBackendError, UsageError
 from harness.mimic import Capability
 from harness.modelspec import ModelSpec
-from harness.run_config import RunConfig
-from harness.runner import run
+from harness.run import RunConfig
+from harness.run import run
 from harness.store import load_draws
 
 TASK = """\
@@ -292,7 +292,7 @@ def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path, task_file, book_r
 
 
 def test_prices_give_costs_and_bad_price_files_are_usage_errors(tmp_path, task_file, book_registries):
-    from harness.run_config import load_prices
+    from harness.run import load_prices
 
     prices = tmp_path / "prices.yaml"
     prices.write_text("scripted:books: {prompt: 2.0, completion: 10.0}\n")

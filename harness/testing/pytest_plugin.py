@@ -17,7 +17,7 @@ Fixtures, each fresh per test:
             assert "my-feature" in registries.features
 
 ``scripted_mimic``
-    A factory for deterministic mimics from ``harness.builtin.scripted``: ``scripted_mimic(outputs=[...])``
+    A factory for deterministic mimics from ``harness.scripted``: ``scripted_mimic(outputs=[...])``
     (output i is ``outputs[sample_index % len]``), ``scripted_mimic(distribution={"a": 0.7, "b": 0.3})``
     (sampled with each request's seed), ``scripted_mimic(fn=lambda request: "text")`` or
     ``scripted_mimic(text="fixed")``. Exactly one keyword.
@@ -78,7 +78,7 @@ def register_plugin(plugin_manager):
 @pytest.fixture
 def scripted_mimic():
     """Return a factory of scripted mimics: ``outputs=``, ``distribution=``, ``fn=`` or ``text=``."""
-    from harness.builtin.scripted import create_scripted
+    from harness.scripted import create_scripted
     from harness.errors import UsageError
     from harness.modelspec import ModelSpec
 

@@ -60,7 +60,7 @@ class FixedSource:
 @hookimpl
 def register_mimics(register):
     """Register nothing new: reuse the scripted backend under another name."""
-    from harness.builtin.scripted import create_scripted
+    from harness.scripted import create_scripted
 
     register("everything-scripted", create_scripted, "scripted under another name")
 
