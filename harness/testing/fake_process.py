@@ -1,4 +1,9 @@
-"""Run the fake OpenAI server in a child process, so it does not share the client's GIL (benchmarks)."""
+"""Run the fake OpenAI server in a child process, so it does not share the client's GIL (benchmarks).
+
+    python -m harness.testing.fake_process --port 0 --latency-ms 50 --fault rate_limit=0.01
+
+prints the base URL and serves until SIGTERM/SIGINT.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.testing.fake_payloads import FAULTS
-from harness.testing.fake_server import FakeOpenAIServer, FakeServerSettings, _normalise
+from harness.testing.fake_server import FakeOpenAIServer, FakeServerSettings, normalise_settings
 
 
 class FakeServerProcess:
@@ -52,9 +57,9 @@ class FakeServerProcess:
 
 
 def start_fake_server_process(port: int = 0, **settings: Any) -> FakeServerProcess:
-    """Start ``python -m harness.testing.fake_server`` with these settings; returns once it serves."""
-    s = FakeServerSettings(**_normalise(settings)).validated()
-    args = [sys.executable, "-m", "harness.testing.fake_server", "--port", str(port), "--settings-json",
+    """Start ``python -m harness.testing.fake_process`` with these settings; returns once it serves."""
+    s = FakeServerSettings(**normalise_settings(settings)).validated()
+    args = [sys.executable, "-m", "harness.testing.fake_process", "--port", str(port), "--settings-json",
             json.dumps({k: v for k, v in dataclasses.asdict(s).items() if k != "api_key"})]
     env = dict(os.environ)
     if s.api_key is not None:
@@ -65,13 +70,13 @@ def start_fake_server_process(port: int = 0, **settings: Any) -> FakeServerProce
     if not line.startswith("http://"):
         process.kill()
         process.wait(timeout=10)
-        raise UsageError(f"fake server process did not start (said {line!r})", "run python -m harness.testing.fake_server by hand")
+        raise UsageError(f"fake server process did not start (said {line!r})", "run python -m harness.testing.fake_process by hand")
     return FakeServerProcess(process, line)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT, after printing the base URL on stdout."""
-    parser = argparse.ArgumentParser(prog="python -m harness.testing.fake_server", description="A loopback OpenAI-compatible server for tests and benchmarks.")
+    parser = argparse.ArgumentParser(prog="python -m harness.testing.fake_process", description="A loopback OpenAI-compatible server for tests and benchmarks.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=None)
@@ -113,3 +118,7 @@ def _parse_fault(text: str) -> tuple[str, float]:
         return name.strip(), float(rate)
     except ValueError:
         raise UsageError(f"--fault {text!r} is not NAME=RATE", "write e.g. --fault rate_limit=0.05") from None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

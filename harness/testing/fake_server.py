@@ -10,10 +10,11 @@ In a test (a background thread)::
 
 As a process (for benchmarks, so the server does not share the client's GIL)::
 
-    python -m harness.testing.fake_server --port 0 --latency-ms 50 --fault rate_limit=0.01
+    python -m harness.testing.fake_process --port 0 --latency-ms 50 --fault rate_limit=0.01
     # prints http://127.0.0.1:PORT/v1 and serves until SIGTERM/SIGINT
 
-or ``with harness.testing.start_fake_server_process(latency_ms=50) as proc: proc.base_url``.
+or ``with harness.testing.start_fake_server_process(latency_ms=50) as proc: proc.base_url``
+(:mod:`harness.testing.fake_process`).
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models`` and
 ``GET /_fake/stats`` (request counts by status). Output text: see :mod:`harness.testing.fake_payloads`.
 """
@@ -97,7 +98,7 @@ class FakeOpenAIServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **settings: Any):
         self.host = host
         self.port = port
-        self._settings = FakeServerSettings(**_normalise(settings)).validated()
+        self._settings = FakeServerSettings(**normalise_settings(settings)).validated()
         self._rng = random.Random(self._settings.fault_seed)
         self._faults_injected = 0
         self._log: list[RequestRecord] = []
@@ -193,7 +194,7 @@ class FakeOpenAIServer:
 
     def configure(self, **changes: Any) -> FakeServerSettings:
         """Change settings while running (any FakeServerSettings field); returns the new settings."""
-        new = dataclasses.replace(self._settings, **_normalise(changes)).validated()
+        new = dataclasses.replace(self._settings, **normalise_settings(changes)).validated()
         with self._lock:
             if "fault_seed" in changes or "faults" in changes or "max_faults" in changes:
                 self._rng = random.Random(new.fault_seed)
@@ -274,7 +275,8 @@ class FakeOpenAIServer:
         if s.models is not None and model not in s.models:
             self._record(RequestRecord(now, path, model, seed, phash, 404, None, retry_ok))
             return _json(404, error_body(f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found"))
-        fault = self._pick_fault(s)
+        exchange = _Exchange(now, path, payload, phash, retry_ok, self._pick_fault(s))
+        fault = exchange.fault
         self.in_flight += 1  # only the server's loop thread touches these counters
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -286,12 +288,12 @@ class FakeOpenAIServer:
             ready = None
             if fault is None:  # the plain answer is complete before the wait; faults decide theirs after it
                 ready = web.Response(status=200, body=data, content_type=_JSON)
-                self._record(_answer_record(now, path, payload, phash, 200, None, retry_ok))
+                self._record(exchange.record(200))
             if s.latency_ms > 0:
                 await asyncio.sleep(max(0.0, s.latency_ms / 1000 - (time.monotonic() - arrived)))
             if ready is not None:
                 return ready
-            return await self._respond(request, path, payload, s, fault, now, retry_ok, phash, data)
+            return await self._respond(request, exchange, s, data)
         finally:
             self.in_flight -= 1
 
@@ -307,11 +309,13 @@ class FakeOpenAIServer:
             corrupt_logprobs(body, path.endswith("chat/completions"))
         return json.dumps(body).encode()
 
-    async def _respond(self, request, path, payload, s, fault, now, retry_ok, phash, data) -> web.StreamResponse:
-        model, seed = payload["model"], payload.get("seed")
+    async def _respond(self, request: web.BaseRequest, exchange: _Exchange, s: FakeServerSettings,
+                       data: bytes | None) -> web.StreamResponse:
+        """Answer a request that drew a fault (``data``: the success body the fault mangles, if any)."""
+        model, seed, phash, fault = exchange.payload["model"], exchange.payload.get("seed"), exchange.phash, exchange.fault
 
         def log(status: int) -> None:
-            self._record(_answer_record(now, path, payload, phash, status, fault, retry_ok))
+            self._record(exchange.record(status))
 
         if fault in ("rate_limit", "unavailable"):
             status = 429 if fault == "rate_limit" else 503
@@ -368,11 +372,22 @@ class FakeOpenAIServer:
         return _json(200, json.dumps({"object": "list", "data": data}).encode())
 
 
-def _answer_record(now: float, path: str, payload: dict, phash: str, status: int, fault: str | None,
-                   retry_ok: bool | None) -> RequestRecord:
-    """The log entry of a generation request that reached the model (whatever it was answered)."""
-    return RequestRecord(now, path, payload["model"], payload.get("seed"), phash, status, fault, retry_ok,
-                         int(payload.get("n") or 1), {k: payload[k] for k in _PARAMS if k in payload})
+@dataclass(frozen=True)
+class _Exchange:
+    """A generation request that reached the model: what its answer and its log entry need."""
+
+    now: float
+    path: str
+    payload: dict
+    phash: str
+    retry_ok: bool | None
+    fault: str | None
+
+    def record(self, status: int) -> RequestRecord:
+        """The log entry of this request, answered with ``status`` (0: the connection was dropped)."""
+        payload = self.payload
+        return RequestRecord(self.now, self.path, payload["model"], payload.get("seed"), self.phash, status, self.fault,
+                             self.retry_ok, int(payload.get("n") or 1), {k: payload[k] for k in _PARAMS if k in payload})
 
 
 def _json(status: int, body: bytes, headers: dict | None = None) -> web.Response:
@@ -399,7 +414,8 @@ async def _slow(request: web.BaseRequest, data: bytes, pause_ms: float) -> web.S
     return response
 
 
-def _normalise(settings: Mapping[str, Any]) -> dict[str, Any]:
+def normalise_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as :class:`FakeServerSettings` takes them; an unknown name is a one-line UsageError."""
     known = {f.name for f in dataclasses.fields(FakeServerSettings)}
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -411,8 +427,3 @@ def _normalise(settings: Mapping[str, Any]) -> dict[str, Any]:
         out["models"] = tuple(out["models"])
     return out
 
-
-if __name__ == "__main__":
-    from harness.testing.fake_process import main
-
-    raise SystemExit(main())
