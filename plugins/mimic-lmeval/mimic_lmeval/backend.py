@@ -43,15 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from harness import (
-    Capability,
-    Completion,
-    GenerationRequest,
-    ModelSpec,
-    ModelSpecError,
-    PermanentBackendError,
-    is_secret_option,
-)
+from harness import (Capability, Completion, GenerationRequest, ModelSpec, ModelSpecError, PermanentBackendError,
+                     is_secret_option)
 
 from mimic_lmeval.failures import Redactor, guard_lm_eval_logs, map_api_error, map_local_error, safe_url
 
