@@ -108,9 +108,9 @@ def soak(draws: int = 20_000, concurrency: int = 64, fault_rate: float = 0.10, *
     os.environ.setdefault("MIMIC_PLUGINS", PLUGINS)
     from harness.modelspec import ModelSpec
     from harness.plugins import build_registries
-    from harness.run_config import RunConfig
-    from harness.run_pipeline import load_phase, plan_phase
-    from harness.runner import run_async
+    from harness.run import RunConfig, run_async
+    from harness.run.load import load_phase
+    from harness.run.plan import plan_phase
     from harness.testing import start_fake_server_process
 
     own = workdir is None
@@ -138,8 +138,8 @@ def soak(draws: int = 20_000, concurrency: int = 64, fault_rate: float = 0.10, *
             seconds = time.perf_counter() - started
             stats = server.stats()
         manifest = json.loads((run_dir / "manifest.json").read_text())
-        loaded = load_phase(config, registries)
-        planned = plan_phase(config, loaded, loaded.task.plan.seed)
+        loaded = load_phase(config.task, registries)
+        planned = plan_phase(config.plan, loaded, loaded.task.plan.seed)
         recorded, duplicates, wrong, missing = check_values(run_dir, planned, loaded.task.render.stop, max_tokens)
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         return {

@@ -6,7 +6,7 @@
 For each server latency (50 ms, then 0 ms) the fake OpenAI server runs in a child process (so it
 does not share this process's GIL), and three clients send the same number of completion requests:
 
-- harness: a real ``mimic run`` (``harness.runner.run_async``) of a one-pool task whose plan is
+- harness: a real ``mimic run`` (``harness.run.run_async``) of a one-pool task whose plan is
   exactly N draws, with the ``openai`` backend: planning, cache lookups and writes, the limiter and
   retries, item text, a feature, the fsync'd draw log. Its rate is N / the generate phase's seconds.
 - lm-eval: ``local-completions`` (``LocalCompletionsAPI``) at ``num_concurrent`` = the concurrency,
@@ -63,8 +63,7 @@ async def harness_rate(base_url: str, n: int, concurrency: int, max_tokens: int,
     """A real run of n draws; the rate is n / the generate phase's wall time."""
     from harness.modelspec import ModelSpec
     from harness.plugins import build_registries
-    from harness.run_config import RunConfig
-    from harness.runner import run_async
+    from harness.run import RunConfig, run_async
 
     ref = workdir / "ref.jsonl"
     ref.write_text("".join(json.dumps({"review": f"A book about item {i}, calm and long."}) + "\n" for i in range(50)))

@@ -4,7 +4,8 @@ One SQLite file (WAL mode, so parallel runs can read while one writes) under ``r
 or ``$MIMIC_CACHE_DIR``. A completion's key is ``GenerationRequest.cache_key(model_id)``: model,
 sampling parameters, prompt, sample index and seed. Two samples of one prompt therefore never
 collapse into one entry (lm-eval's cache does that), and any change of a sampling parameter misses.
-A world draw's key is (world name + options, text, seed).
+A world draw's key is (world name + options, text, seed). A log-likelihood's key is (model id,
+context, continuation): the exact scores the field-probabilities phase asks for are cached like draws.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CREATE TABLE IF NOT EXISTS completions (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS world_draws (
     key TEXT PRIMARY KEY, world TEXT NOT NULL, value INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS loglikelihoods (
+    key TEXT PRIMARY KEY, model TEXT NOT NULL, value REAL NOT NULL, created REAL NOT NULL);
 """
 
 
@@ -46,6 +49,12 @@ def world_id(name: str, options: Mapping[str, Any]) -> str:
 def world_key(world: str, text: str, seed: int) -> str:
     """Cache key of one world draw: (world name+options, text, seed)."""
     material = json.dumps([world, text, int(seed)], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def loglikelihood_key(model_id: str, context: str, continuation: str) -> str:
+    """Cache key of one log P(continuation | context) under a model."""
+    material = json.dumps([model_id, context, continuation], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
@@ -145,6 +154,23 @@ class DrawCache:
         if rows:
             self._write("INSERT OR REPLACE INTO world_draws (key, world, value, created) VALUES (?, ?, ?, ?)", rows)
 
+    # -- log-likelihoods ---------------------------------------------------------------------
+    def get_loglikelihoods(self, keys: Sequence[str]) -> dict[str, float]:
+        """Cached log-likelihoods among ``keys``."""
+        found: dict[str, float] = {}
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            marks = ",".join("?" * len(chunk))
+            for key, value in self._query(f"SELECT key, value FROM loglikelihoods WHERE key IN ({marks})", chunk):
+                found[key] = float(value)
+        return found
+
+    def put_loglikelihoods(self, model_id: str, items: Iterable[tuple[str, float]]) -> None:
+        """Store log-likelihoods (key, value) of one model."""
+        now = time.time()
+        rows = [(key, model_id, float(value), now) for key, value in items]
+        if rows:
+            self._write("INSERT OR REPLACE INTO loglikelihoods (key, model, value, created) VALUES (?, ?, ?, ?)", rows)
+
     # -- maintenance --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Entry counts (per model and per world) and the size on disk."""
@@ -157,8 +183,9 @@ class DrawCache:
     def clear(self, model: str | None = None) -> int:
         """Delete entries (only one model's completions when ``model`` is given); returns how many."""
         if model is not None:
-            return self._write("DELETE FROM completions WHERE model = ?", [(model,)])
-        removed = self._write("DELETE FROM completions", [()]) + self._write("DELETE FROM world_draws", [()])
+            return (self._write("DELETE FROM completions WHERE model = ?", [(model,)])
+                    + self._write("DELETE FROM loglikelihoods WHERE model = ?", [(model,)]))
+        removed = sum(self._write(f"DELETE FROM {table}", [()]) for table in ("completions", "loglikelihoods", "world_draws"))
         self._db.execute("VACUUM")
         return removed
 

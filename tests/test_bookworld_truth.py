@@ -23,8 +23,7 @@ import yaml
 import harness.builtin.bookworld as B
 from harness.scripted import ScriptedMimic
 from harness.modelspec import ModelSpec
-from harness.run import RunConfig
-from harness.run import run
+from harness.run import RunConfig, run
 
 TASK_YAML = Path(__file__).resolve().parents[1] / "tasks" / "bookworld.yaml"
 _PROMPTED = re.compile(r"Rating:[ \t]*(\d+)[ \t]*\n\Z")

@@ -49,8 +49,7 @@ def test_a_run_on_each_loop_gives_the_same_samples(monkeypatch, tmp_path):
     task.write_text(books_task_yaml("loop-books", 4, 3))
     model = ModelSpec("scripted", "planted", {"distribution": [{"text": " good", "p": 0.5}, {"text": " slow and dull", "p": 0.5}]})
     from harness.plugins import build_registries
-    from harness.run_config import RunConfig
-    from harness.runner import run
+    from harness.run import RunConfig, run
     from harness.store import RunStore
 
     texts = {}

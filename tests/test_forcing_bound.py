@@ -22,8 +22,7 @@ import harness.builtin.bookworld as B
 from harness.scripted import ScriptedMimic
 from harness.modelspec import ModelSpec
 from harness.protocols import EstimationInputs, Selection
-from harness.run import RunConfig
-from harness.run import run
+from harness.run import RunConfig, run
 from harness.stats.est_forcing import ForcingMass, forcing_set_table
 from harness.stats.flags import BOUND_EXCEEDED, SELECTION_USES_WORLD_DRAWS, flags_of
 from harness.testing.synthetic import draws_frame, planted_task

@@ -17,15 +17,14 @@ from scipy.stats import binom
 
 import harness.builtin.bookworld as bookworld
 import harness.builtin.goodhart as goodhart_plugin
-from harness.builtin.scripted import ScriptedMimic
+from harness.scripted import ScriptedMimic
 from harness.controls import TiltControl
 from harness.errors import TaskError, UsageError
 from harness.stats.goodhart import GoodhartCurve, best_of_n_weights, interpolate, resampling_kl
 from harness.hookspecs import hookimpl
 from harness.modelspec import ModelSpec
 from harness.protocols import EstimationInputs
-from harness.run_config import RunConfig
-from harness.runner import run
+from harness.run import RunConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("tilt_coverage", ROOT / "benchmarks" / "tilt_coverage.py")

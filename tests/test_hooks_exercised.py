@@ -9,8 +9,7 @@ from harness.hookspecs import hookimpl  # noqa: F401  (the plugin module uses it
 from harness.modelspec import parse_model_spec
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
 from harness.protocols import BuildContext
-from harness.runner import run
-from harness.run_config import RunConfig
+from harness.run import RunConfig, run
 from tests.plugins import everything
 
 HERE = __import__("pathlib").Path(__file__).parent

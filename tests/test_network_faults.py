@@ -19,8 +19,7 @@ import pytest
 from harness.errors import HarnessError, TransientBackendError
 from harness.hookspecs import hookimpl
 from harness.modelspec import ModelSpec
-from harness.run_config import RunConfig
-from harness.runner import run
+from harness.run import RunConfig, run
 from harness.records import DRAW_KEY_COLUMNS
 from harness.store import load_draws, scan_log
 from harness.testing.fake_server import FakeOpenAIServer
@@ -305,8 +304,12 @@ def test_logprobs_that_stay_malformed_stop_the_run_in_one_line(server, tmp_path,
     assert manifest["status"] == "failed" and manifest["counts"]["done"] == 36  # not left saying "running"
     assert not (run_dir / "field_probs.parquet").exists() and not (run_dir / "estimates.parquet").exists()
     server.configure(faults={})
+    seen = len(server.records())
     again = run(config(server, task, tmp_path / "out"), registries_with())
-    assert again.status == "complete" and again.model_calls == 0  # the draws were kept
+    # the draws were kept: the rerun's calls are the field-probability requests still missing (one token each)
+    resent = server.records()[seen:]
+    assert again.status == "complete" and again.model_calls == len(resent) > 0
+    assert all((r.params or {}).get("max_tokens") == 1 for r in resent)
     assert (run_dir / "field_probs.parquet").exists()
 
 

@@ -14,8 +14,7 @@ from harness.scripted import ScriptedMimic
 from harness.errors import PermanentBackendError, TransientBackendError, UsageError
 from harness.mimic import Capability
 from harness.modelspec import ModelSpec
-from harness.run import RunConfig
-from harness.run import run
+from harness.run import RunConfig, run
 from harness.store import load_draws
 
 TASK = """\

@@ -11,7 +11,7 @@ from harness.cli.common import MIN_N_BOOT, add_model_arguments, require_at_least
 from harness.errors import EXIT_INTERRUPTED, BudgetExceeded, UsageError
 from harness.modelspec import ModelSpec
 from harness.protocols import Command
-from harness.store import read_manifest
+from harness.records import read_manifest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,21 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _resume_target(args: argparse.Namespace) -> tuple[list[ModelSpec], list[str], dict]:
     """Model, task and plan of an existing run (its manifest), so `--resume ID` needs nothing else."""
     manifest = read_manifest(Path(args.out) / "runs" / args.resume)
-    model = manifest["model"]
+    model = manifest.model
     if args.models:  # secrets are never stored: the user may pass the spec (with its key) again
         specs = [resolve_model(text, args) for text in args.models]
     else:
-        specs = [ModelSpec(model["backend"], model["model"], dict(model.get("options") or {}), model.get("label"))]
-    task = manifest.get("task") or {}
-    tasks = args.tasks or [task.get("source_path") or manifest["task_name"]]
+        specs = [ModelSpec(model.backend, model.model, dict(model.options or {}), model.label)]
+    tasks = args.tasks or [manifest.task.get("source_path") or manifest.task_name]
     if len(specs) != 1 or len(tasks) != 1:
         raise UsageError("--resume continues one run: pass at most one --model and one --task", "drop the extra ones")
-    return specs, tasks, {"seed": manifest.get("seed"), **manifest.get("overrides", {})}
+    return specs, tasks, {"seed": manifest.seed, **manifest.overrides}
 
 
 def build_configs(args: argparse.Namespace) -> list:
     """One RunConfig per (model, task) pair given on the command line."""
-    from harness.run_config import RunConfig, load_prices
+    from harness.run import RunConfig, load_prices
 
     plan = {"seed": args.seed, "samples": args.samples, "contexts": args.contexts,
             "samples_per_context": args.samples_per_context, "n_exemplars": args.exemplars}
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from harness.plugins import build_registries
-    from harness.runner import run_many
+    from harness.run import run_many
 
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}", "pass --concurrency 1 or more")

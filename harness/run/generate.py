@@ -1,6 +1,7 @@
-"""The generate phase: cache lookups, batched model calls under the limiter, group-committed writes.
+"""The generate phase: cache lookups, batched model calls, group-committed writes of draw rows.
 
-Worker coroutines (as many as ``--concurrency``) take one batch at a time: all samples of a context
+:func:`generate_phase` runs it for a session (signals, hooks, progress, budget); :class:`Generator`
+is the machinery. Worker coroutines (as many as ``--concurrency``) take one batch at a time: all samples of a context
 when the mimic declares ``SHARED_PREFIX`` (its prefill is then paid once), else a single request.
 Finished batches go to one writer coroutine, which takes everything that has arrived, turns it into
 draw rows (item text, features, world draws), stores completions in the cache, appends the rows to
@@ -12,15 +13,21 @@ event loop keeps sending requests meanwhile.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.cache import DrawCache
-from harness.concurrency import AdaptiveLimiter, CallStats, RetryPolicy, call_with_retries
-from harness.errors import BackendError, BudgetExceeded, HarnessError, PermanentBackendError
-from harness.mimic import Capability, Completion, GenerationRequest, Mimic
+from harness.concurrency import CallStats
+from harness.errors import BackendError, BudgetExceeded, HarnessError
+from harness.events import SampleCompleted
+from harness.mimic import Capability, Completion, GenerationRequest
+from harness.prompts import PlannedDraw
+from harness.run.calls import ModelCalls
+from harness.run.draws import DrawBuilder
+from harness.run.session import RunSession
 from harness.store import RunStore
 
 _CACHED_CHUNK = 512  # cached draws are written in chunks so progress moves and memory stays flat
@@ -41,7 +48,7 @@ LAUNCH_WINDOW = 0.05
 class PendingDraw:
     """A planned draw still to be recorded, its request and cache key."""
 
-    draw: Any  # harness.prompts.PlannedDraw
+    draw: PlannedDraw
     request: GenerationRequest
     cache_key: str
 
@@ -59,9 +66,6 @@ class FinishedDraw:
 RowBuilder = Callable[[list[FinishedDraw]], Awaitable[list[dict[str, Any]]]]
 # Called after rows are durable: hooks, progress.
 RecordedCallback = Callable[[list[FinishedDraw], list[dict[str, Any]]], None]
-# Called when a model call returns (money is spent then, not when the draw is logged); returns a
-# budget message to stop on, or None.
-SpentCallback = Callable[[list[Completion]], str | None]
 
 
 @dataclass
@@ -106,34 +110,26 @@ class Generator:
     def __init__(
         self,
         *,
-        mimic: Mimic,
-        model_id: str,
+        calls: ModelCalls,
         store: RunStore,
         build_rows: RowBuilder,
         on_recorded: RecordedCallback,
         cache: DrawCache | None,
-        concurrency: int,
-        policy: RetryPolicy,
-        stats: CallStats | None = None,
-        on_spent: SpentCallback | None = None,
         commit_interval: float = COMMIT_INTERVAL,
         launch_window: float = LAUNCH_WINDOW,
     ):
-        self.mimic = mimic
-        self.model_id = model_id
+        self.calls = calls
+        self.model_id = calls.model_id
         self.store = store
         self.build_rows = build_rows
         self.on_recorded = on_recorded
-        self.on_spent = on_spent
         self.cache = cache
-        self.concurrency = concurrency
+        self.concurrency = calls.concurrency
         self.commit_interval = commit_interval
         self.launch_window = launch_window
         self._first_answer = asyncio.Event()  # set when the first model call returns (see LAUNCH_WINDOW)
         self._closing = asyncio.Event()  # set once no more batches will come
-        self.policy = policy
-        self.limiter = AdaptiveLimiter(concurrency)
-        self.outcome = GenerationOutcome(stats=stats or CallStats())
+        self.outcome = GenerationOutcome(stats=calls.stats)
         self._queue: asyncio.Queue[list[FinishedDraw] | None] = asyncio.Queue()
         self._workers: list[asyncio.Task] = []
 
@@ -160,7 +156,7 @@ class Generator:
         writer = asyncio.create_task(self._writer())
         try:
             fresh = self._enqueue_cached(pending)
-            groups = deque(group_requests(fresh, Capability.SHARED_PREFIX in self.mimic.capabilities))
+            groups = deque(group_requests(fresh, Capability.SHARED_PREFIX in self.calls.mimic.capabilities))
             n_workers = min(self.concurrency, len(groups))
             spacing = self.launch_window / n_workers if n_workers else 0.0
             self._workers = [asyncio.create_task(self._worker(groups, k * spacing)) for k in range(n_workers)]
@@ -194,15 +190,7 @@ class Generator:
             yielded = _Flag()
             loop.call_soon(yielded.set)  # runs only if the call below lets the event loop turn
             try:
-                completions = await call_with_retries(
-                    lambda: self.mimic.generate(requests), self.limiter, self.policy, self.outcome.stats,
-                    describe=f"request to {self.model_id}",
-                )
-                if len(completions) != len(requests):
-                    raise PermanentBackendError(
-                        f"backend for {self.model_id} returned {len(completions)} completions for {len(requests)} requests",
-                        "report this to the backend plugin's authors",
-                    )
+                completions = await self.calls.call(requests)
             except HarnessError as exc:
                 self.stop("failed", exc.one_line(), exc)
                 return
@@ -214,7 +202,7 @@ class Generator:
                 return
             self._queue.put_nowait([FinishedDraw(p, c, False) for p, c in zip(group, completions)])
             self._first_answer.set()
-            reason = self.on_spent(completions) if self.on_spent is not None else None
+            reason = self.calls.budget_reached()  # money is spent when a call returns, not when its draw is logged
             if reason:  # calls already in flight finish and are recorded: a clean, resumable stop
                 self.stop("budget", reason, BudgetExceeded(reason), cancel=False)
             if not yielded.value:
@@ -265,3 +253,61 @@ class Generator:
         self.outcome.recorded += len(rows)
         self.outcome.cached += sum(f.cached for f in items)
         self.on_recorded(items, rows)
+
+
+async def generate_phase(session: RunSession, calls: ModelCalls, builder: DrawBuilder, planned: Sequence[PlannedDraw]) -> GenerationOutcome:
+    """Record every planned draw not yet in the log: signals, hooks, progress, budget."""
+    done_keys = session.store.done_keys()
+    pending = [PendingDraw(d, r, r.cache_key(calls.model_id)) for d in planned if d.key not in done_keys for r in [builder.request(d)]]
+    session.announce(len(planned), len(pending))
+    reason = calls.budget_reached()
+    if reason and pending:  # a resumed run already over budget makes no call at all
+        return GenerationOutcome(status="budget", message=reason, stats=calls.stats)
+    if not pending:
+        return GenerationOutcome(stats=calls.stats)
+    generator = Generator(calls=calls, store=session.store, build_rows=builder.rows,
+                          on_recorded=_recorded_callback(session), cache=session.cache)
+    totals: dict[str, int] = {}
+    for d in planned:
+        totals[d.pool] = totals.get(d.pool, 0) + 1
+    done: dict[str, int] = {}
+    for row in session.store.rows():
+        done[row["pool"]] = done.get(row["pool"], 0) + 1
+    session.progress.start(f"{builder.loaded.task.name} x {calls.model_id}", totals, done, calls.stats)
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, generator.stop, "interrupted", "interrupted by a signal")
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: Ctrl-C raises KeyboardInterrupt as usual there
+    try:
+        outcome = await generator.run(pending)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        session.progress.stop(generator.outcome.status)
+    outcome.limiter_cuts = calls.limiter.cuts
+    return outcome
+
+
+def _recorded_callback(session: RunSession) -> RecordedCallback:
+    """After rows are durable: the ``sample_completed`` hook per draw, and progress per pool."""
+    pm = session.registries.plugin_manager
+    hook = pm.hook.sample_completed if pm is not None else None
+
+    def on_recorded(items: list[FinishedDraw], rows: list[dict[str, Any]]) -> None:
+        by_pool: dict[str, list[int]] = {}
+        for item, row in zip(items, rows):
+            counts = by_pool.setdefault(row["pool"], [0, 0])
+            counts[0] += 1
+            counts[1] += int(item.cached)
+            if hook is not None:
+                features = {k: v for k, v in row.items() if k.startswith("feat_")}
+                hook(event=SampleCompleted(row["run_id"], row["task"], row["pool"], row["context_id"], row["sample_index"],
+                                           row["text"], item.cached, features))
+        for pool, (n, cached) in by_pool.items():
+            session.progress.advance(pool, n, cached)
+
+    return on_recorded

@@ -1,4 +1,8 @@
-"""The exact route of the synchronisation curve: a mimic's predictive distribution of a header field per context.
+"""The field-probabilities phase: a mimic's exact predictive distribution of a header field per context.
+
+This is the exact route of the synchronisation curve. :func:`field_probs_phase` runs it for a
+session through the run's one call path (:meth:`harness.run.calls.ModelCalls.measuring`), so its
+requests are cached, budgeted and counted like draws.
 
 Writes the ``field_probs`` table (``docs/contracts.md``): for each ``none``-pool context and header
 field (``Rating``, ``Genre``: the ``field`` option of a task's ``header_field`` features), the
@@ -38,9 +42,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from harness.errors import TaskError
+from harness.errors import BudgetExceeded, TaskError
 from harness.mimic import Capability, GenerationRequest, Mimic
+from harness.prompts import PlannedDraw
+from harness.run.calls import ModelCalls
+from harness.run.load import Loaded
+from harness.run.session import RunSession
 
+FIELD_PROBS_FILE = "field_probs.parquet"
 FIELD_PROBS_SCHEMA = {"pool": pl.Utf8, "n_exemplars": pl.Int64, "context_id": pl.Int64, "field": pl.Utf8,
                       "value": pl.Utf8, "logprob": pl.Float64, "method": pl.Utf8}
 MAX_VALUES = 20  # a header field with more distinct values is not a small categorical: not scored
@@ -275,3 +284,29 @@ async def context_field_probs(mimic, task, reference: pl.DataFrame, planned: Seq
                 heads[key].append(FieldPrompt(*key, base + header_text(layout, nxt_field, given), lw - norm,
                                               tuple(sorted(given.items()))))
     return pl.DataFrame(rows, schema=FIELD_PROBS_SCHEMA)
+
+
+async def field_probs_phase(session: RunSession, loaded: Loaded, calls: ModelCalls, planned: Sequence[PlannedDraw]) -> str | None:
+    """Write ``field_probs.parquet`` for the synchronisation contexts; a budget message if the budget stopped it.
+
+    Only when the backend declares logprobs or loglikelihood and the proxy is a header field; the
+    table is written once, so a resumed or repeated run reuses it (and its calls are cached besides).
+    """
+    task = loaded.task
+    proxy = task.feature(task.proxy.feature)
+    mimic = calls.measuring("field_probs", session.cache)
+    if (session.run_dir / FIELD_PROBS_FILE).exists() or route_of(mimic) is None or proxy.type != "header_field":
+        return None
+    sizes = set(task.context_sizes)
+    sync_draws = [d for d in planned if d.pool == "none" and d.n_exemplars in sizes]
+    try:
+        frame = await context_field_probs(mimic, task, loaded.reference.frame, sync_draws, fields=[proxy.options.get("field", proxy.name)])
+    except BudgetExceeded as exc:
+        return exc.message
+    finally:
+        spent = calls.by_phase.get("field_probs")
+        session.progress.message(f"{task.name} x {calls.model_id}: field probabilities: {spent.requests if spent else 0} model calls, "
+                                 f"{mimic.cached} answers from the cache")
+    if frame.height:
+        session.store.write_frame(FIELD_PROBS_FILE, frame)
+    return None
