@@ -141,12 +141,18 @@ class Estimator(Protocol):
 
 @dataclass(frozen=True)
 class LeaderboardData:
-    """Merged runs handed to leaderboard writers."""
+    """Merged runs handed to leaderboard writers.
+
+    ``document`` is the leaderboard document (``harness/leaderboard/schema.json``) of these runs:
+    ``mimic leaderboard`` builds it once and hands it to every writer, so the formats cannot
+    disagree and none pays for building it again. It is None when a caller left it to the writer.
+    """
 
     estimates: pl.DataFrame  # the estimates tables of all runs, concatenated
-    manifests: list[dict[str, Any]]
+    manifests: list[dict[str, Any]]  # each run's manifest in its JSON form (harness.records.Manifest.to_dict())
     draws: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # run_id -> draws (for examples, charts)
     references: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # reference hash -> reference table
+    document: Mapping[str, Any] | None = None
 
 
 @runtime_checkable

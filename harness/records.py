@@ -18,6 +18,7 @@ import polars as pl
 
 from harness.durable import atomic_write_bytes
 from harness.errors import RunStoreError
+from harness.stats.flags import flags_of
 
 # -- draws ------------------------------------------------------------------------------------------
 DRAWS_BASE_SCHEMA: dict[str, pl.DataType] = {
@@ -106,6 +107,11 @@ class EstimateNote:
         reason = raw.pop("no_interval", None)
         return cls(tuple(str(f) for f in flags) if isinstance(flags, (list, tuple)) else (),
                    str(reason) if reason else None, raw.pop("contexts_needed", None), raw)
+
+    def all_flags(self, method: str | None = None) -> list[str]:
+        """Every flag that qualifies the estimate: the note's, its legacy boolean keys', and a
+        by-construction ``method``'s (:func:`harness.stats.flags.flags_of`)."""
+        return flags_of(self.to_dict(), method)
 
     def number(self, key: str) -> float | None:
         """A numeric note field as a finite float; None when absent, not a number, NaN or infinite."""
@@ -231,7 +237,7 @@ def read_manifest(run_dir: str | Path) -> Manifest:
     except FileNotFoundError:
         raise RunStoreError(f"{run_dir} has no {MANIFEST_FILE}", "check the run id with `ls results/runs`") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RunStoreError(f"{path} is not valid JSON: {exc}", "restore it or delete the run directory") from None
+        raise RunStoreError(f"{path} is not readable JSON: {exc}", "restore it or delete the run directory") from None
     if not isinstance(data, dict):
         raise RunStoreError(f"{path} is not a run manifest (not a JSON object)", "point at run directories written by `mimic run`")
     if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:

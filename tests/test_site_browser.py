@@ -183,13 +183,13 @@ WITHHELD_SCORE = "the runs' draws were not saved, so the score cannot be resampl
 def flagged_site(tmp_path_factory):
     """A site whose estimates carry every flag and two withheld intervals, and whose ranking has a
     shared rank and a score without interval (set on the document, whatever the score module decides)."""
-    from harness.leaderboard import site as site_module
+    from harness.leaderboard import document as document_module
     from tests.fixtures.runs.flagged import flag_run
 
     root = tmp_path_factory.mktemp("flagged-site")
     planted = flag_run(write_run(root / "runs", model="flagged", shift=0.1, name="Flagged"))
     write_run(root / "runs", model="plain", shift=0.3, name="Plain")
-    build = site_module.build_document
+    build = document_module.build_document
 
     def with_withheld_score(data):
         doc = build(data)
@@ -204,7 +204,7 @@ def flagged_site(tmp_path_factory):
 
     out = root / "out"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(site_module, "build_document", with_withheld_score)
+        mp.setattr(document_module, "build_document", with_withheld_score)
         SiteWriter().write(load_runs([root / "runs"]), out)
     return out, planted
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve(spec: str, results: list[str]) -> list[Path]:
     """Run directories for one side: the directory itself, or every run of that model under ``results``."""
-    from harness.leaderboard.runs import find_run_dirs, read_manifest
+    from harness.leaderboard.runs import find_run_dirs, run_manifest
 
     path = Path(spec)
     if (path / "manifest.json").is_file():
@@ -40,9 +40,9 @@ def resolve(spec: str, results: list[str]) -> list[Path]:
                          "pass run directories, or --results DIR holding runs")
     matches, known = [], set()
     for run_dir in find_run_dirs(roots):
-        model = read_manifest(run_dir).get("model") or {}
-        known.add(str(model.get("model_id")))
-        if spec in (model.get("model_id"), model.get("display_name")):
+        model = run_manifest(run_dir).model
+        known.add(str(model.model_id))
+        if spec in (model.model_id, model.display_name):
             matches.append(run_dir)
     if not matches:
         shown = ", ".join(sorted(known)[:10]) + (" ..." if len(known) > 10 else "")

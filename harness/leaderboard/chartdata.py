@@ -15,7 +15,9 @@ import polars as pl
 
 from harness.leaderboard import latents as lt
 from harness.leaderboard.fmt import decimals_for, fmt_number, withheld_reason
-from harness.leaderboard.score import FORCING_ESTIMATORS, TRANSFER_ESTIMATORS, norm_name, parse_note
+from harness.leaderboard.score import FORCING_ESTIMATORS, TRANSFER_ESTIMATORS, norm_name
+from harness.records import note_dict
+from harness.stats.common import feature_kind
 from harness.stats.flags import flags_of
 
 
@@ -51,7 +53,7 @@ def latent_charts(runs: Sequence[dict[str, Any]], draws: Mapping[str, pl.DataFra
         column = f"feat_{latent}"
         if column not in reference.columns:
             continue
-        kind = lt.feature_kind(reference[column])
+        kind = feature_kind(reference[column])
         for condition in lt.conditions_for(info):
             ref_rows = lt.reference_rows(reference, info, condition)
             if ref_rows is None:
@@ -87,7 +89,7 @@ def forcing_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[
     themselves (flagged ``selection_uses_world_draws``: their m_K is inflated by construction)."""
     series: dict[tuple[str | None, str], dict[int, list[dict[str, Any]]]] = {}
     for row in pooled.iter_rows(named=True):
-        note = parse_note(row["note"])
+        note = note_dict(row["note"])
         k = _k_of(row, note) if norm_name(row["estimator"]) in FORCING_ESTIMATORS else None
         if k is None or note.get("selection_uses_world_draws") or row["point"] is None:
             continue
@@ -113,7 +115,7 @@ def bound_points(pooled: pl.DataFrame) -> list[dict[str, Any]]:
     per (model, condition, latent) from the ``forcing_mass`` rows whose feature is ``bound``."""
     out = []
     for row in pooled.iter_rows(named=True):
-        note = parse_note(row["note"])
+        note = note_dict(row["note"])
         measured = note.get("measured_distance")
         if row["feature"] != "bound" or not isinstance(measured, dict) or row["point"] is None:
             continue
@@ -153,7 +155,7 @@ def _curve_value(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A curve point's interval, with ``reason`` (why there is none, or None) and its ``flags``."""
     value = _interval(row)
     if value is not None:
-        note = parse_note(row["note"])
+        note = note_dict(row["note"])
         value["flags"] = flags_of(note, row.get("method"))
         value["reason"] = withheld_reason(note, value["flags"]) if value["lower"] is None or value["upper"] is None else None
     return value
@@ -186,7 +188,7 @@ def goodhart_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict
         model_names[row["model"]] = row["model_name"]
     curves: dict[tuple[str, str], dict[str, Any]] = {}
     for (model, condition), rows in cells.items():
-        notes = {f: parse_note(r["note"]) for f, r in rows.items()}
+        notes = {f: note_dict(r["note"]) for f, r in rows.items()}
         kl = _num(rows["_kl"]["point"]) if "_kl" in rows else None
         if kl is None:
             kl = next((_num(n.get("kl")) for n in notes.values() if _num(n.get("kl")) is not None), None)
@@ -221,7 +223,7 @@ def sync_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str
     for row in pooled.iter_rows(named=True):
         if norm_name(row["estimator"]) != "sync_marginal" or row["feature"] is None:
             continue
-        note = parse_note(row["note"])
+        note = note_dict(row["note"])
         match = re.fullmatch(r"sync@(\d+)", str(row["condition"]))
         n = note.get("n_exemplars")
         n = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) else int(match.group(1)) if match else None

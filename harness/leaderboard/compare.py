@@ -33,8 +33,9 @@ import polars as pl
 from harness.leaderboard import jointboot as jb
 from harness.leaderboard import latents as lt
 from harness.leaderboard import score
-from harness.leaderboard.document import clean, pooled_estimates
-from harness.stats.flags import UNDECIDABLE, describe, flags_of
+from harness.leaderboard.document import pooled_estimates
+from harness.records import EstimateNote, json_safe
+from harness.stats.flags import UNDECIDABLE, describe
 
 _SECTION = ("task", "task_version", "reference_hash")
 _CELL = ("estimator", "condition", "feature")
@@ -47,7 +48,7 @@ def _finite(x: Any) -> bool:
 def side_problem(row: Mapping[str, Any], flags: list[str], label: str) -> str | None:
     """Why a side's row cannot decide a comparison (None when it can)."""
     if not (_finite(row["lower"]) and _finite(row["upper"])):
-        why = score.parse_note(row.get("note")).get("no_interval")
+        why = EstimateNote.parse(row.get("note")).no_interval
         return f"{label} has no interval" + (f" ({why})" if why else "")
     if row["upper"] - row["lower"] <= 0:
         return f"{label}'s interval has zero width"
@@ -59,7 +60,7 @@ def _cell_flags(est: pl.DataFrame) -> dict[tuple[str, str, str], list[str]]:
     """Every flag any run of a cell carries (pooling must not drop a flag one run raised)."""
     out: dict[tuple[str, str, str], set[str]] = {}
     for r in est.iter_rows(named=True):
-        out.setdefault((r["estimator"], r["condition"], r["feature"]), set()).update(flags_of(score.parse_note(r["note"]), r["method"]))
+        out.setdefault((r["estimator"], r["condition"], r["feature"]), set()).update(EstimateNote.parse(r["note"]).all_flags(r["method"]))
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -178,7 +179,7 @@ def compare(data_a, data_b, *, label_a: str = "A", label_b: str = "B", n_boot: i
                         "compare runs of the same task on the same reference data")
     for key in sorted((keys_a ^ keys_b), key=str):
         notes.append(f"{key[0]} v{key[1]} (reference {key[2]}) has runs on one side only; not compared")
-    return clean({"a": label_a, "b": label_b, "n_boot": n_boot, "sections": sections, "notes": notes})
+    return json_safe({"a": label_a, "b": label_b, "n_boot": n_boot, "sections": sections, "notes": notes})
 
 
 def _verdict(row: Mapping[str, Any], a: str, b: str) -> str:

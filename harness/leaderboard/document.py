@@ -6,8 +6,8 @@ the site cannot disagree.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from harness.leaderboard import chartdata, score
 from harness.leaderboard.fmt import slug
 from harness.leaderboard.runs import scrub_secrets
 from harness.protocols import LeaderboardData
+from harness.records import EstimateNote, json_safe, note_dict
 from harness.stats.flags import flags_of
 
 SCHEMA_VERSION = 1
@@ -29,17 +30,6 @@ _SECTION_KEY = ("task", "task_version", "reference_hash")
 def load_schema() -> dict[str, Any]:
     """The JSON Schema of ``leaderboard.json``."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become null (JSON has no NaN), tuples become lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
 
 
 def _pool_note(notes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -80,7 +70,7 @@ def pooled_estimates(estimates: pl.DataFrame) -> pl.DataFrame:
         pl.col("model_name").first(), pl.col("point").fill_nan(None).mean(), _pooled_end("lower"), _pooled_end("upper"),
         pl.col("n").sum(), pl.col("method").first(), pl.col("note"), pl.col("run_id").n_unique().alias("runs"),
     )
-    notes = [json.dumps(_pool_note([score.parse_note(n) for n in ns]), sort_keys=True) for ns in grouped["note"].to_list()]
+    notes = [json.dumps(_pool_note([note_dict(n) for n in ns]), sort_keys=True) for ns in grouped["note"].to_list()]
     return grouped.with_columns(pl.Series("note", notes, dtype=pl.Utf8))
 
 
@@ -132,9 +122,9 @@ def _separation_messages(keys: list[tuple[Any, Any, Any]]) -> list[str]:
 
 def _estimate_entry(row: Mapping[str, Any]) -> dict[str, Any]:
     """One pooled estimate as the document holds it, with its flags read once for every writer."""
-    note = score.parse_note(row["note"])
+    note = EstimateNote.parse(row["note"])
     entry = {k: row[k] for k in ("model", "model_name", "estimator", "condition", "feature", "point", "lower", "upper", "n", "method", "runs")}
-    return entry | {"note": note, "flags": flags_of(note, row["method"])}
+    return entry | {"note": note.to_dict(), "flags": note.all_flags(row["method"])}
 
 
 def _text_list(value: Any) -> list[str]:
@@ -186,6 +176,16 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, 
     }
 
 
+def with_document(data: LeaderboardData) -> LeaderboardData:
+    """``data`` with its leaderboard document built (once; kept when already there)."""
+    return data if data.document is not None else replace(data, document=build_document(data))
+
+
+def document_of(data: LeaderboardData) -> Mapping[str, Any]:
+    """The document a writer renders: the one handed over with ``data``, else built here."""
+    return data.document if data.document is not None else build_document(data)
+
+
 def build_document(data: LeaderboardData) -> dict[str, Any]:
     """Merge, group by (task, task version, reference hash), rank, and collect provenance and charts."""
     manifests = {str(m["run_id"]): scrub_secrets(dict(m)) for m in data.manifests}
@@ -206,7 +206,7 @@ def build_document(data: LeaderboardData) -> dict[str, Any]:
             entry = models.setdefault(m["model"], {"id": m["id"], "model": m["model"], "model_name": m["model_name"], "sections": [], "runs": []})
             entry["sections"].append(section["id"])
             entry["runs"].extend(m["runs"])
-    return clean({
+    return json_safe({
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "mimic-harness", "version": __version__},
         "score": {"name": "synchronisation score", "definition": score.SCORE_DEFINITION, "range": [0, 1], "higher_is_better": True,

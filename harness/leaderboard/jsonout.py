@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 from harness.errors import DataError
-from harness.leaderboard.document import build_document, load_schema
+from harness.leaderboard.document import document_of, load_schema
 
 
-def validate(doc: dict[str, Any]) -> None:
+def validate(doc: Mapping[str, Any]) -> None:
     """Raise :class:`DataError` when the document does not match schema version 1."""
     try:
         jsonschema.Draft202012Validator(load_schema()).validate(doc)
@@ -29,8 +30,8 @@ class JsonWriter:
         self.filename = str((options or {}).get("filename", "leaderboard.json"))
 
     def write(self, data, out_dir: Path) -> list[Path]:
-        """Build, validate and write the document of ``data``."""
-        doc = build_document(data)
+        """Validate and write the document of ``data``."""
+        doc = document_of(data)
         validate(doc)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / self.filename

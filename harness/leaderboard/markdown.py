@@ -147,9 +147,9 @@ class MarkdownWriter:
 
     def write(self, data, out_dir: Path) -> list[Path]:
         """Render the document of ``data`` into ``out_dir``."""
-        from harness.leaderboard.document import build_document
+        from harness.leaderboard.document import document_of
 
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / self.filename
-        path.write_text(render(build_document(data)), encoding="utf-8")
+        path.write_text(render(document_of(data)), encoding="utf-8")
         return [path]

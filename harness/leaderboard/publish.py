@@ -36,7 +36,7 @@ def publish(results: Iterable[str | Path], out: Path, registries: Registries, *,
             with_draws: bool = True, findings: bool = True, say: Callable[[str], None] = print) -> list[Path]:
     """Merge the runs under ``results`` and write every format into ``out`` (and, with ``findings``,
     ``README.md``: the findings in words); return the written paths."""
-    from harness.leaderboard.document import build_document
+    from harness.leaderboard.document import with_document
     from harness.leaderboard.prose import render_report
     from harness.leaderboard.runs import load_runs
 
@@ -49,8 +49,8 @@ def publish(results: Iterable[str | Path], out: Path, registries: Registries, *,
         raise UsageError(f"unknown leaderboard format {', '.join(unknown)} (known: {known})", "pick from the known formats")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder", "pass a folder path")
-    data = load_runs(results, with_draws=with_draws, say=say)
-    doc = build_document(data)
+    data = with_document(load_runs(results, with_draws=with_draws, say=say))  # built once, rendered by every writer
+    doc = data.document
     for message in doc["messages"]:
         say(f"note: {message}")
     say(f"merged {len(doc['runs'])} run(s) of {len(doc['models'])} model(s) into {len(doc['sections'])} section(s)")

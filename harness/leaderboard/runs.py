@@ -14,15 +14,11 @@ from typing import Any
 
 import polars as pl
 
-from harness.errors import DataError, UsageError
+from harness.errors import DataError, RunStoreError, UsageError
 from harness.modelspec import is_secret_option
 from harness.protocols import LeaderboardData
+from harness.records import ESTIMATES_SCHEMA, MANIFEST_FILE, Manifest, read_manifest
 
-ESTIMATE_COLUMNS: dict[str, Any] = {
-    "run_id": pl.Utf8, "model": pl.Utf8, "model_name": pl.Utf8, "task": pl.Utf8, "task_version": pl.Int64,
-    "reference_hash": pl.Utf8, "condition": pl.Utf8, "estimator": pl.Utf8, "feature": pl.Utf8,
-    "point": pl.Float64, "lower": pl.Float64, "upper": pl.Float64, "n": pl.Int64, "method": pl.Utf8, "note": pl.Utf8,
-}
 # Columns an estimator must write; the run columns can be filled in from the manifest.
 _ESTIMATOR_COLUMNS = ("condition", "estimator", "feature", "point", "lower", "upper")
 _REDACTED = "[redacted]"
@@ -52,10 +48,10 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             raise UsageError(f"results path {path} does not exist", "pass run directories or a folder that contains them (e.g. results/runs)")
         if path.is_file():
             raise UsageError(f"results path {path} is a file, not a run directory", "pass the folder that holds manifest.json")
-        if (path / "manifest.json").is_file():
+        if (path / MANIFEST_FILE).is_file():
             found.append(path)
             continue
-        found.extend(sorted(m.parent for m in path.rglob("manifest.json")))
+        found.extend(sorted(m.parent for m in path.rglob(MANIFEST_FILE)))
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
         shown = ", ".join(str(p) for p in paths)
@@ -63,16 +59,15 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The run's manifest, secrets scrubbed; a broken file is a one-line error naming it."""
-    path = run_dir / "manifest.json"
+def run_manifest(run_dir: Path) -> Manifest:
+    """The run's manifest, secrets scrubbed; a broken or foreign file is a one-line error naming it."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not readable JSON: {exc}", "delete the run or re-run it") from None
-    if not isinstance(manifest, dict) or "run_id" not in manifest:
-        raise DataError(f"{path} is not a run manifest (no run_id)", "point at run directories written by `mimic run`")
-    return scrub_secrets(manifest)
+        manifest = read_manifest(run_dir)
+    except RunStoreError as exc:  # to the leaderboard a broken run is bad input: a usage error, exit 2
+        raise DataError(exc.message, exc.hint) from None
+    if manifest.run_id is None:
+        raise DataError(f"{run_dir / MANIFEST_FILE} is not a run manifest (no run_id)", "point at run directories written by `mimic run`")
+    return Manifest.from_dict(scrub_secrets(manifest.to_dict()))
 
 
 def _read_estimates_json(path: Path) -> pl.DataFrame:
@@ -86,7 +81,7 @@ def _read_estimates_json(path: Path) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
-def read_estimates(run_dir: Path, manifest: dict[str, Any]) -> pl.DataFrame | None:
+def read_estimates(run_dir: Path, manifest: Manifest) -> pl.DataFrame | None:
     """The run's estimates in the contract's column types, or None when the run wrote none yet."""
     parquet, js = run_dir / "estimates.parquet", run_dir / "estimates.json"
     try:
@@ -101,17 +96,16 @@ def read_estimates(run_dir: Path, manifest: dict[str, Any]) -> pl.DataFrame | No
     missing = [c for c in _ESTIMATOR_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"estimates of run {run_dir.name} lack columns {missing}", "the run was written by an incompatible harness; re-run it")
-    model = manifest.get("model") or {}
     defaults = {
-        "run_id": manifest.get("run_id"), "model": model.get("model_id"), "model_name": model.get("display_name") or model.get("model_id"),
-        "task": manifest.get("task_name"), "task_version": manifest.get("task_version"),
-        "reference_hash": manifest.get("reference_hash"), "n": None, "method": "", "note": "{}",
+        "run_id": manifest.run_id, "model": manifest.model.model_id, "model_name": manifest.model.name,
+        "task": manifest.task_name, "task_version": manifest.task_version,
+        "reference_hash": manifest.reference_hash, "n": None, "method": "", "note": "{}",
     }
     for column, default in defaults.items():
         if column not in frame.columns:
             frame = frame.with_columns(pl.lit(default).alias(column))
-    frame = frame.with_columns(pl.col(c).cast(t, strict=False) for c, t in ESTIMATE_COLUMNS.items())
-    return frame.select(list(ESTIMATE_COLUMNS)).with_columns(pl.col("note").fill_null("{}"), pl.col("method").fill_null(""))
+    frame = frame.with_columns(pl.col(c).cast(t, strict=False) for c, t in ESTIMATES_SCHEMA.items())
+    return frame.select(list(ESTIMATES_SCHEMA)).with_columns(pl.col("note").fill_null("{}"), pl.col("method").fill_null(""))
 
 
 def read_draws(run_dir: Path) -> pl.DataFrame | None:
@@ -141,31 +135,30 @@ def load_runs(paths: Iterable[str | Path], *, with_draws: bool = True, say: Say 
 
     Runs without estimates are skipped and a run id seen twice is read once; both are reported
     through ``say``. Runs whose status is not ``complete`` are kept and flagged in provenance.
+    The manifests are handed on in their JSON form (``Manifest.to_dict()``, plus ``run_dir``).
     """
     say = say or (lambda message: None)
     frames, manifests, draws, references = [], [], {}, {}
     for run_dir in find_run_dirs(paths):
-        manifest = read_manifest(run_dir)
-        run_id = str(manifest["run_id"])
+        manifest = run_manifest(run_dir)
+        run_id = str(manifest.run_id)
         if any(m["run_id"] == run_id for m in manifests):
             say(f"run {run_id} appears twice (again at {run_dir}); reading it once")
             continue
         estimates = read_estimates(run_dir, manifest)
         if estimates is None or estimates.is_empty():
-            say(f"skipped run {run_id} ({run_dir}): no estimates yet (status {manifest.get('status', 'unknown')})")
+            say(f"skipped run {run_id} ({run_dir}): no estimates yet (status {manifest.status or 'unknown'})")
             continue
-        if manifest.get("status") not in (None, "complete"):
-            say(f"run {run_id} has status {manifest.get('status')}: its estimates come from the draws it finished")
-        estimates = estimates.with_columns(pl.lit(run_id).alias("run_id"))
-        manifest = {**manifest, "run_dir": str(run_dir)}
-        frames.append(estimates)
-        manifests.append(manifest)
+        if manifest.status not in (None, "complete"):
+            say(f"run {run_id} has status {manifest.status}: its estimates come from the draws it finished")
+        frames.append(estimates.with_columns(pl.lit(run_id).alias("run_id")))
+        manifests.append({**manifest.to_dict(), "run_id": run_id, "run_dir": str(run_dir)})
         if with_draws:
             run_draws = read_draws(run_dir)
             if run_draws is not None:
                 draws[run_id] = run_draws
             reference = read_reference(run_dir)
-            ref_hash = manifest.get("reference_hash")
+            ref_hash = manifest.reference_hash
             if reference is not None and ref_hash and ref_hash not in references:
                 references[str(ref_hash)] = reference
     if not frames:

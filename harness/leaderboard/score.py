@@ -31,7 +31,6 @@ excludes 0); models share a rank otherwise, shown as ``1=``.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,17 +63,6 @@ _NOT_REBUILT = "the saved draws cannot rebuild the score's cells (proxy or laten
 def norm_name(name: Any) -> str:
     """Estimator names compared loosely: ``Latent-Shift`` and ``latent_shift`` are one name."""
     return str(name).strip().lower().replace("-", "_").replace(" ", "_")
-
-
-def parse_note(note: Any) -> dict[str, Any]:
-    """The estimates ``note`` column (a JSON object as text) as a dict; anything else is empty."""
-    if isinstance(note, dict):
-        return note
-    try:
-        value = json.loads(note) if note else {}
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _num(x: Any) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from harness.leaderboard import svg
-from harness.leaderboard.document import build_document
+from harness.leaderboard.document import document_of
 from harness.leaderboard.fmt import FLAG_MEANINGS, flag_legend, fmt_interval, fmt_number, fmt_triple, has_interval, withheld_reason
 from harness.leaderboard.markdown import cells_text, labels, provenance_rows, rank_text, section_flags, verdict
 from harness.stats.flags import describe
@@ -126,7 +126,7 @@ class SiteWriter:
 
     def write(self, data, out_dir: Path) -> list[Path]:
         """Render every page and copy the assets; returns the files written (index.html first)."""
-        doc = build_document(data)
+        doc = document_of(data)
         env = environment()
         out_dir.mkdir(parents=True, exist_ok=True)
         colours = svg.colour_map([m["model"] for m in doc["models"]])
