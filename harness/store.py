@@ -198,10 +198,9 @@ class RunStore:
         """The current manifest."""
         return read_manifest(self.run_dir)
 
-    def write_manifest(self, manifest: Manifest | Mapping[str, Any]) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
         """Replace the manifest atomically (temp file + fsync + rename)."""
-        # A dict is accepted only until the run package builds a Manifest; the lead removes this.
-        write_manifest(self.run_dir, manifest if isinstance(manifest, Manifest) else Manifest.from_dict(manifest))
+        write_manifest(self.run_dir, manifest)
 
     # -- draw log -----------------------------------------------------------------------------
     @property

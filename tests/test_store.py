@@ -94,7 +94,7 @@ def test_second_open_is_refused_while_locked(tmp_path):
 
 def test_manifest_atomic_and_versioned(tmp_path, monkeypatch):
     with RunStore.open(tmp_path / "run") as store:
-        store.write_manifest({"run_id": "r", "status": "running"})
+        store.write_manifest(Manifest.from_dict({"run_id": "r", "status": "running"}))
         assert store.read_manifest() == Manifest(run_id="r", status="running")
 
         def fail_replace(src, dst):
@@ -102,7 +102,7 @@ def test_manifest_atomic_and_versioned(tmp_path, monkeypatch):
 
         monkeypatch.setattr(store_mod.os, "replace", fail_replace)
         with pytest.raises(RunStoreError, match="could not write"):
-            store.write_manifest({"run_id": "r", "status": "complete"})
+            store.write_manifest(Manifest.from_dict({"run_id": "r", "status": "complete"}))
         monkeypatch.undo()
         # the old manifest is intact and no temp file is left behind
         assert store.read_manifest().status == "running"
@@ -140,7 +140,7 @@ def test_enospc_leaves_the_log_intact_and_resumable(tmp_path, monkeypatch):
 def test_compaction_and_reading_either_form(tmp_path):
     run = tmp_path / "run"
     with RunStore.open(run) as store:
-        store.write_manifest({"run_id": "run", "draws_schema": schema_to_json(SCHEMA)})
+        store.write_manifest(Manifest.from_dict({"run_id": "run", "draws_schema": schema_to_json(SCHEMA)}))
         store.append([row(i) for i in range(6)])
         from_log = load_draws(run)  # typed from the manifest's schema while no Parquet exists
         assert from_log.schema == pl.Schema(SCHEMA)
@@ -172,7 +172,7 @@ def test_manifest_never_sees_secrets(tmp_path):
 
     spec = parse_model_spec("openai:gpt?api_key=sk-SECRET&base_url=http://x")
     with RunStore.open(tmp_path / "run") as store:
-        store.write_manifest({"model": spec.public()})
+        store.write_manifest(Manifest.from_dict({"model": spec.public()}))
     text = (tmp_path / "run" / "manifest.json").read_text()
     assert "sk-SECRET" not in text and "http://x" in text
     assert json.loads(text)["model"]["options"] == {"base_url": "http://x"}
