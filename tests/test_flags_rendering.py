@@ -17,6 +17,7 @@ from harness.leaderboard.fmt import fmt_estimate, fmt_interval, fmt_row, md_cell
 from harness.leaderboard.markdown import render, score_text
 from harness.leaderboard.runs import load_runs
 from harness.stats import flags as fl
+from harness.records import Manifest
 from harness.summary import HEADERS, summary_markdown, summary_rows
 from tests.fixtures.runs.flagged import flag_run
 from tests.fixtures.runs.synth import write_run
@@ -65,7 +66,7 @@ def test_summary_rows_put_flags_beside_the_number_and_never_a_bare_point():
 def test_summary_md_carries_every_flag_and_reason():
     manifest = {"task_name": "t", "task_version": 1, "model": {"display_name": "m", "model_id": "s:m"}, "run_id": "r", "status": "complete",
                 "reference_hash": "h", "seed": 0, "counts": {}, "usage": {}, "timings": {"total": 1.0}}
-    md = summary_markdown(manifest, pl.DataFrame(ROWS))
+    md = summary_markdown(Manifest.from_dict(manifest), pl.DataFrame(ROWS))
     line = next(l for l in md.splitlines() if "prompt:1" in l)
     assert "no interval (1 context; an interval needs at least 2)" in line and "too few contexts" in line
     assert "| flags |" in md and "low ESS" in md and "by construction" in md and "no variance" in md
