@@ -35,7 +35,7 @@ from scipy.stats import binom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.builtin import bookworld  # noqa: E402
+from harness.worlds import bookworld  # noqa: E402
 from harness.controls import BestOfNControl, NoneControl, RewardControl, TiltControl  # noqa: E402
 from harness.stats.curve_scale import bounded_distance  # noqa: E402
 from harness.stats.goodhart import BUDGET, GoodhartCurve, interpolate  # noqa: E402

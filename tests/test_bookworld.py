@@ -8,9 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import harness.builtin.bookworld as B
+import harness.builtin.bookworld
 import harness.builtin.features
 import harness.builtin.sources
+import harness.worlds.bookworld as B
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
 from harness.prompts import make_item, plan_draws
 from harness.protocols import BuildContext, ExactWorld
@@ -131,7 +132,7 @@ def test_exact_quantities_match_the_sample(sample):
 def test_bookworld_task_end_to_end_features_match_truth():
     pm = get_plugin_manager(load_entrypoints=False)
     for name, module in (("builtin-features", harness.builtin.features), ("builtin-sources", harness.builtin.sources),
-                         ("builtin-bookworld", B)):
+                         ("builtin-bookworld", harness.builtin.bookworld)):
         register_plugin(pm, module, name)
     registries = build_registries(pm)
     assert "bookworld" in registries.reference_sources and "bookworld-readers" in registries.worlds

@@ -20,7 +20,8 @@ import polars as pl
 import pytest
 import yaml
 
-import harness.builtin.bookworld as B
+import harness.worlds.bookworld as B
+from harness.builtin import bookworld as builtin_bookworld
 from harness.scripted import ScriptedMimic
 from harness.modelspec import ModelSpec
 from harness.run import RunConfig, run
@@ -67,7 +68,7 @@ def book_registries(registries, register_plugin):
     """Registries with bookworld, whether or not its entry point is installed."""
     if "bookworld" in registries.reference_sources:
         return registries
-    return register_plugin(B)
+    return register_plugin(builtin_bookworld)
 
 
 def small_task(tmp_path: Path) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-import harness.builtin.bookworld as B
+import harness.worlds.bookworld as B
 from harness.scripted import ScriptedMimic
 from harness.run.fieldprobs import (FIELD_PROBS_SCHEMA, context_field_probs, field_distributions, field_prompts,
                                 header_layout)

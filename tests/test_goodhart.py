@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from scipy.stats import binom
 
-import harness.builtin.bookworld as bookworld
 import harness.builtin.goodhart as goodhart_plugin
+import harness.worlds.bookworld as bookworld
 from harness.scripted import ScriptedMimic
 from harness.controls import TiltControl
 from harness.errors import TaskError, UsageError

@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-import harness.builtin.bookworld as B
 import harness.builtin.sync as sync_plugin
+import harness.worlds.bookworld as B
 from harness.estimation import build_estimators, run_estimators
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
 from harness.protocols import BuildContext, EstimationInputs

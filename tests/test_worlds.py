@@ -8,7 +8,6 @@ import pytest
 from harness.builtin import controls as builtin_controls
 from harness.builtin import scripted as builtin_scripted
 from harness.builtin import worlds as builtin_worlds
-from harness.builtin.worlds import PythonExecWorld, draw_call, extract_function
 from harness.errors import ModelSpecError, PluginError, TaskError
 from harness.factories import create_component
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
@@ -16,6 +15,7 @@ from harness.protocols import BuildContext
 from harness.sandbox import SandboxLimits
 from harness.taskspec import ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, TaskSpec, WorldSpec
 from harness.worlddraws import WorldError, build_world, close_world, world_matrix
+from harness.worlds.python_exec import PythonExecWorld, draw_call, extract_function
 
 
 @pytest.fixture(scope="module")

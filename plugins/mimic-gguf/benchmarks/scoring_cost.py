@@ -28,7 +28,7 @@ import llama_cpp as C
 import numpy as np
 import polars as pl
 
-import harness.builtin.bookworld as bookworld
+import harness.worlds.bookworld as bookworld
 from harness import GenerationRequest
 from harness.prompts import plan_draws
 from harness.run.fieldprobs import context_field_probs
