@@ -43,7 +43,7 @@ def reward_inputs(world, rng: np.random.Generator, *, contexts: int = 8, samples
     h = rng.random(c.size) < rng.beta(p_help * kappa, (1 - p_help) * kappa, contexts)[c]
     texts = [f"item {rng.integers(1 << 40)}-{i}. {HELPS if x else PLAIN}" for i, x in enumerate(h)]
     seeds = rng.integers(0, 2**31 - 1, size=(c.size, 1 + world_k))
-    # one call, item by item and draw 0..K in order, as harness.worlddraws.world_matrix makes it
+    # one call, item by item and draw 0..K in order, as harness.worlds.draws.world_matrix makes it
     matrix = world.draws([t for t in texts for _ in range(1 + world_k)], seeds.ravel()).reshape(c.size, 1 + world_k)
     frame = draws_frame("none", c, np.tile(np.arange(samples), contexts), texts,
                         {"feat_h": np.where(h, "helps", "plain")}, matrix.tolist())

@@ -14,7 +14,7 @@ from harness.plugins import build_registries, get_plugin_manager, register_plugi
 from harness.protocols import BuildContext
 from harness.sandbox import SandboxLimits
 from harness.taskspec import ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, TaskSpec, WorldSpec
-from harness.worlddraws import WorldError, build_world, close_world, world_matrix
+from harness.worlds.draws import WorldError, build_world, close_world, world_matrix
 from harness.worlds.python_exec import PythonExecWorld, draw_call, extract_function
 
 

@@ -13,7 +13,7 @@ from harness.prompts import PlannedDraw, make_item, request_for
 from harness.records import DRAWS_BASE_SCHEMA, DRAWS_SORT
 from harness.run.load import Loaded
 from harness.store import rows_to_frame
-from harness.worlddraws import world_matrix
+from harness.worlds.draws import world_matrix
 
 class DrawBuilder:
     """Requests for planned draws, and log rows for finished ones (item, features, world draws)."""

@@ -22,7 +22,7 @@ from harness.seeding import derive_seed
 from harness.selection import build_controls, required_pools
 from harness.tasks import load_task
 from harness.taskspec import TaskSpec
-from harness.worlddraws import build_world, world_matrix
+from harness.worlds.draws import build_world, world_matrix
 
 
 class CachingWorld:

@@ -37,7 +37,7 @@ from harness.run.load import Loaded, load_phase
 from harness.run.plan import plan_phase, plan_summary
 from harness.run.session import PhaseClock, RunSession
 from harness.summary import print_summary, summary_markdown
-from harness.worlddraws import close_world
+from harness.worlds.draws import close_world
 
 
 @dataclass

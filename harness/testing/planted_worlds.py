@@ -15,7 +15,7 @@ sentence "... helps ..."): rho(x) = ``p_match`` when it does, ``p_other`` when n
   distance between reward@1 and reward@K then exceeds the bound, and the check must say so.
 
 A reading's rank is its position among the draws of the same text within one ``draw`` call
-(the harness draws an item's 1+K seeds in order in one call, :func:`harness.worlddraws.world_matrix`),
+(the harness draws an item's 1+K seeds in order in one call, :func:`harness.worlds.draws.world_matrix`),
 taken modulo ``reads`` (set it to 1+K so two items with the same text each get their own
 readings). The warming judge therefore needs every draw of an item in one call: run it without
 the draw cache (``use_cache=False``), which would otherwise pass only the missing draws.

@@ -1,4 +1,5 @@
-"""Worlds the built-in plugins register: ``python_exec``, ``judge`` and ``bookworld`` (world, source and exact truth).
+"""Worlds: building a task's world and drawing R (``draws``), and the worlds the built-in plugins
+register: ``python_exec``, ``judge`` and ``bookworld`` (world, source and exact truth).
 
 Also the option check their factories share.
 """
