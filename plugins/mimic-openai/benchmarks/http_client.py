@@ -14,7 +14,7 @@ import json
 import time
 
 from harness import GenerationRequest, ModelSpec
-from harness.testing.fake_process import start_fake_server_process
+from harness.testing import start_fake_server_process
 
 from mimic_openai.backend import OpenAIMimic
 from mimic_openai.config import parse_config
