@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/calibration.py --reps 400 --n-boot 1000
 
 For every design C contexts x S samples per context (C in 2, 4, 8, 16, 40; S in 1, 8) it draws
-``--reps`` planted data sets (harness/stats/synthetic.py: a context effect on every feature,
+``--reps`` planted data sets (harness/testing/synthetic.py: a context effect on every feature,
 ``kappa`` 2 by default, i.e. an intra-context correlation of 1/3 and a design effect near 3.3 at
 S = 8, as strong as the published runs' 1-6), runs the registered estimators and prints, per
 planted estimand: planted value, mean estimate, coverage of the 95% interval over the reps that
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.stats.calibration import binomial_band, calibrate, format_table, null_check  # noqa: E402
+from harness.testing.calibration import binomial_band, calibrate, format_table, null_check  # noqa: E402
 
 COVERAGE_COLUMNS = ["estimator", "condition", "feature", "planted", "mean", "coverage", "width", "out_of_range",
                     "reps", "withheld"]

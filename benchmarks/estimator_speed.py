@@ -28,11 +28,11 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.builtin.estimators import LatentShift  # noqa: E402
 from harness.protocols import EstimationInputs, Selection  # noqa: E402
 from harness.stats.bootstrap import Clusters, chunk_sizes, two_sample  # noqa: E402
 from harness.stats.distances import Side, code_values, distance  # noqa: E402
-from harness.stats.synthetic import planted_task  # noqa: E402
+from harness.stats.est_shift import LatentShift  # noqa: E402
+from harness.testing.synthetic import planted_task  # noqa: E402
 
 
 def make_data(rows: int, seed: int = 0):

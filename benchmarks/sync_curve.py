@@ -30,8 +30,9 @@ from harness.fieldprobs import context_field_probs
 from harness.plugins import build_registries
 from harness.protocols import BuildContext, EstimationInputs
 from harness.reference import load_reference
-from harness.stats.sync import event_weights, events, sync_estimates, synchronised_draws
+from harness.stats.sync import event_weights, events, sync_estimates
 from harness.tasks import load_task
+from harness.testing.synthetic import synchronised_draws
 
 FEATURES = ["rating", "genre"]
 

@@ -40,7 +40,7 @@ from harness.controls import BestOfNControl, NoneControl, RewardControl, TiltCon
 from harness.stats.curve_scale import bounded_distance  # noqa: E402
 from harness.stats.goodhart import BUDGET, GoodhartCurve, interpolate  # noqa: E402
 from harness.protocols import EstimationInputs  # noqa: E402
-from harness.stats.synthetic import draws_frame  # noqa: E402
+from harness.testing.synthetic import draws_frame  # noqa: E402
 from harness.testing.curve_calibration import exact_tilt  # noqa: E402
 from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, SamplingPlan,  # noqa: E402
                               TaskSpec, WorldSpec)

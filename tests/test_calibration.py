@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.stats.calibration import binomial_band, calibrate, null_check
+from harness.testing.calibration import binomial_band, calibrate, null_check
 
 SMALL = {"n_ref": 500, "contexts": 30, "samples": 4}
 REPS = 150
@@ -93,11 +93,11 @@ def test_few_contexts_cover_or_withhold(contexts, scenario):
 
 
 def test_one_context_reports_no_interval_and_says_why():
-    from harness.stats.synthetic import planted
+    from harness.testing.synthetic import planted
 
     import numpy as np
 
-    from harness.stats.calibration import run_one
+    from harness.testing.calibration import run_one
 
     p = planted(np.random.default_rng(0), contexts=1, samples=8, n_boot=50)
     rows = run_one(p, ["control_success", "latent_shift", "lift_shift", "correlation_shift", "forcing_mass"])

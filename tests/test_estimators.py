@@ -19,6 +19,7 @@ from harness.records import ESTIMATE_SCHEMA
 from harness.plugins import build_registries, register_plugin
 from harness.protocols import BuildContext, Estimate, EstimationInputs, Selection
 from harness.stats.bootstrap import Clusters, linear_deff, ratio_deff, resample_counts
+from harness.stats.catalog import ESTIMATORS
 from harness.stats.common import clusters_of, feature_kind
 from harness.stats.distances import Side, code_values, compare, distance
 from harness.stats.est_forcing import ForcingMass
@@ -26,7 +27,7 @@ from harness.stats.est_rates import ControlSuccess
 from harness.stats.est_shift import CorrelationShift, LatentShift, LiftShift
 from harness.stats.est_text import Detection, TransferGap
 from harness.stats.intervals import cluster_stretch, wilson
-from harness.stats.synthetic import MIMIC_TOKENS, REF_TOKENS, _texts, detection_auc, draws_frame, planted, planted_task
+from harness.testing.synthetic import MIMIC_TOKENS, REF_TOKENS, _texts, detection_auc, draws_frame, planted, planted_task
 
 NAMES = {"control_success", "latent_shift", "correlation_shift", "lift_shift", "forcing_mass", "transfer_gap", "detection"}
 
@@ -280,7 +281,7 @@ def test_all_estimators_survive_empty_and_tilted_selections(small):
     tilted = Selection("tilt@0.5", "tilt", "none", None, none.kept.with_columns(pl.Series("weight", w / w.sum())), none.kept.height)
     empty = Selection("reward@16", "reward", "none", None, none.kept.clear(), none.kept.height)
     inputs = dataclasses.replace(small.inputs, selections=[none, tilted, empty])
-    ests = {name: cls({"n_boot": 50}) for name, (cls, _) in builtin_estimators.ESTIMATORS.items()}
+    ests = {name: cls({"n_boot": 50}) for name, (cls, _) in ESTIMATORS.items()}
     frame = run_estimators(ests, inputs)
     assert "reward@16" not in set(frame["condition"])
     tilt = frame.filter(pl.col("condition") == "tilt@0.5")

@@ -17,7 +17,7 @@ from harness.stats.est_forcing import ForcingMass
 from harness.stats.est_rates import ControlSuccess
 from harness.stats.est_shift import LatentShift
 from harness.stats.planning import Z95, PlanInput, inputs_from_estimates, plan_row
-from harness.stats.synthetic import planted
+from harness.testing.synthetic import planted
 
 
 @pytest.fixture(scope="module")

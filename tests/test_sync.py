@@ -16,8 +16,9 @@ import harness.worlds.bookworld as B
 from harness.estimation import build_estimators, run_estimators
 from harness.plugins import build_registries, get_plugin_manager, register_plugin
 from harness.protocols import BuildContext, EstimationInputs
-from harness.stats.sync import (d2_unbiased, event_weights, events, exact_probabilities, first_inside, fit_power,
-                          sync_estimates, synchronised_draws)
+from harness.stats.sync import (SyncCurve, d2_unbiased, event_weights, events, exact_probabilities, first_inside, fit_power,
+                          sync_estimates)
+from harness.testing.synthetic import synchronised_draws
 from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, TaskSpec)
 
 SIZES = (0, 1, 2, 4, 8)
@@ -161,7 +162,7 @@ def test_plugin_registers_sync_curve_and_rows_follow_the_scheme(reference):
     no_curve = dataclasses.replace(make_task(), context_sizes=())
     assert run_estimators(estimators, EstimationInputs(no_curve, reference, draws, [])).height == 0
     with pytest.raises(ValueError, match="unknown option"):
-        sync_plugin.create_sync_curve({"n_bot": 3})
+        SyncCurve({"n_bot": 3})
 
 
 def test_few_contexts_give_no_zero_width_interval_and_no_band(reference):

@@ -1,4 +1,4 @@
-"""Built-in plugin ``builtin-goodhart``: the ``goodhart_curve`` estimator (curves and the Goodhart-proneness score).
+"""Built-in plugin ``builtin-goodhart``: registers the ``goodhart_curve`` estimator (curves and the Goodhart-proneness score).
 
 The computation lives in :mod:`harness.stats.goodhart`; its docstring gives every formula. The estimator
 emits rows of two estimators: ``goodhart_curve`` (one per point and feature) and ``goodhart_score``
@@ -13,7 +13,7 @@ from harness.errors import TaskError
 from harness.hookspecs import hookimpl
 
 
-def create_goodhart_curve(options, ctx=None):
+def _create_goodhart_curve(options, ctx=None):
     """Factory for ``goodhart_curve`` (options ``n_boot``, ``budget``)."""
     from harness.stats.goodhart import GoodhartCurve  # scipy: imported when a run estimates, not at plugin load
 
@@ -26,6 +26,6 @@ def create_goodhart_curve(options, ctx=None):
 @hookimpl
 def register_estimators(register):
     """Register ``goodhart_curve``."""
-    register("goodhart_curve", create_goodhart_curve,
+    register("goodhart_curve", _create_goodhart_curve,
              "latent shift, success and m_K against KL from the pool for tilt@beta, reward@K and best-of-n; "
              "plus the Goodhart-proneness score (shift at a KL budget)")

@@ -138,9 +138,11 @@ def kind_of(inputs: EstimationInputs, name: str) -> str:
     return feature_kind(column(inputs.reference, name), column(inputs.draws, name))
 
 
-def row(estimator: str, condition: str, feature: str, point: float, lower: float, upper: float, n: int,
+def row(estimator: str, condition: str, feature: str, point: float, interval: tuple[float, float], n: int,
         method: str, **note: Any) -> Estimate:
-    """An Estimate with JSON-friendly note values (numpy scalars become floats, NaN stays out)."""
+    """An Estimate with ``interval`` = (lower, upper) and JSON-friendly note values (numpy scalars become floats,
+    NaN stays out)."""
+    lower, upper = interval
     clean = {k: _plain(v) for k, v in note.items() if v is not None and not (isinstance(v, float) and np.isnan(v))}
     return Estimate(estimator, condition, feature, float(point), float(lower), float(upper), int(n), method, clean)
 

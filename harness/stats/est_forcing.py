@@ -202,7 +202,7 @@ class ForcingMass:
             note = with_flags(res["note"], SELECTION_USES_WORLD_DRAWS if selects else None)
             if selects:
                 note[SELECTION_USES_WORLD_DRAWS] = True  # the boolean key older readers look for
-            rows.append(row(self.name, condition, f"K={k}", res["point"], res["lower"], res["upper"], res["n"], res["method"],
+            rows.append(row(self.name, condition, f"K={k}", res["point"], (res["lower"], res["upper"]), res["n"], res["method"],
                             K=k, bound=2 * (1 - res["point"]), p_rho_high=res["p_rho_high"], delta=self.delta, **note))
         return rows
 
@@ -226,7 +226,7 @@ class ForcingMass:
             note["exact_m"] = float(proportion(exact.astype(np.float64), world[:, 0].astype(np.float64), clusters_of(kept))["point"])
         note = with_flags(note, BOUND_EXCEEDED if exceeded else None,
                           None if mass["checked"] else SELECTION_USES_WORLD_DRAWS)
-        return row(self.name, sel.condition, "bound", bound, 2 * (1 - mass["upper"]), bound_upper, res["n"], res["method"], **note)
+        return row(self.name, sel.condition, "bound", bound, (2 * (1 - mass["upper"]), bound_upper), res["n"], res["method"], **note)
 
 
 def _reward_k(condition: str) -> int | None:

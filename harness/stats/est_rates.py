@@ -56,15 +56,15 @@ def proportion(y: np.ndarray, domain: np.ndarray, clusters: Clusters) -> dict[st
         lower, upper, method = float("nan"), float("nan"), "korn-graubard"
         note = withheld(note, TOO_FEW_CONTEXTS, contexts, MIN_CONTEXTS)
     else:
-        lower, upper = _skewed_hull(y, w, clusters, per_context, p, effective, ess, *korn_graubard(p, ess / deff, effective))
+        lower, upper = _skewed_hull(y, w, clusters, per_context, p, effective, ess, korn_graubard(p, ess / deff, effective))
         method = "korn-graubard"
     return {"point": p, "lower": lower, "upper": upper, "n": n, "method": method, "deff": note["deff"], "ess": ess,
             "contexts": contexts, "effective_contexts": effective, "note": note}
 
 
 def _skewed_hull(y: np.ndarray, w: np.ndarray, clusters: Clusters, den: np.ndarray, p: float, effective: float,
-                 ess: float, lower: float, upper: float) -> tuple[float, float]:
-    """Widen an interval to the hull with the skewness-corrected cluster-jackknife interval of the rate.
+                 ess: float, interval: tuple[float, float]) -> tuple[float, float]:
+    """Widen ``interval`` (lower, upper) to the hull with the skewness-corrected cluster-jackknife interval of the rate.
 
     Where a rate near 0 or 1 lives in a few contexts (most contexts all failures, a few with many
     successes), the mean over contexts is skewed and an exact binomial interval on the effective n
@@ -74,6 +74,7 @@ def _skewed_hull(y: np.ndarray, w: np.ndarray, clusters: Clusters, den: np.ndarr
     sees that skew; the hull keeps whichever end is more cautious. ``w`` are the rows' weights in
     the domain and ``den`` their sums per context, as :func:`proportion` computed them.
     """
+    lower, upper = interval
     num = np.bincount(clusters.labels, weights=w * y, minlength=clusters.n_clusters)
     keep = den > 0
     if keep.sum() < 3 or not 0 < p < 1:
@@ -126,7 +127,7 @@ class ControlSuccess:
                 note = withheld({k: v for k, v in note.items() if k not in ("flags", "no_interval", "contexts_needed")},
                                 BY_CONSTRUCTION)
                 note["no_interval"] = why
-            out.append(row(self.name, sel.condition, proxy, res["point"], lower, upper, res["n"], method, **note))
+            out.append(row(self.name, sel.condition, proxy, res["point"], (lower, upper), res["n"], method, **note))
         return out
 
 

@@ -92,7 +92,7 @@ class LatentShift:
                 if flags:
                     lower, upper = float("nan"), float("nan")
                 out.append(row(
-                    self.name, sel.condition, h, res.point, lower, upper, mim.height, method, **flags,
+                    self.name, sel.condition, h, res.point, (lower, upper), mim.height, method, **flags,
                     distance="tv" if kind != "numeric" else "w1/iqr", kind=kind, reference=label,
                     n_reference=ref.height, contexts=mim_cl.n_clusters, ess=mim_cl.ess, deff=res.deff,
                     noise_floor=res.noise_floor, noise_floor_sd=res.noise_floor_sd,
@@ -314,7 +314,7 @@ class CorrelationShift:
                     lower, upper = min(lower, fz_lower), max(upper, fz_upper)
                     if gaps:
                         lower, upper = float("nan"), float("nan")
-                    out.append(row(self.name, sel.condition, feature, point, lower, upper, mim.height,
+                    out.append(row(self.name, sel.condition, feature, point, (lower, upper), mim.height,
                                    "cluster-bootstrap-percentile+fisher-mover", **gaps, corr_reference=c_ref, corr_mimic=c_ref + point,
                                    n_reference=ref.height, contexts=mim_cl.n_clusters, deff=deff, sd_reference=sd_ref,
                                    sd_mimic=sd_mim, undefined_resamples=int(np.sum(~np.isfinite(draws)))))
@@ -364,7 +364,7 @@ class LiftShift:
                         lower, upper = float("nan"), float("nan")
                     mean_ref = float(h_ref.mean())
                     deff = linear_deff(h_mim - np.average(h_mim, weights=mim_cl.weights), mim_cl)
-                    out.append(row(self.name, sel.condition, feature, point, lower, upper, mim.height,
+                    out.append(row(self.name, sel.condition, feature, point, (lower, upper), mim.height,
                                    method, **gaps, mean_reference=mean_ref, mean_mimic=mean_ref + point,
                                    reference=label, n_reference=ref.height, contexts=mim_cl.n_clusters,
                                    ess=mim_cl.ess, deff=deff, sd_reference=sd_ref, sd_mimic=sd_mim))

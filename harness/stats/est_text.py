@@ -106,7 +106,7 @@ class TransferGap:
                 folds = min(self.n_splits, clusters.n_clusters)
                 stretch = cluster_stretch(clusters.effective) * np.sqrt(1 + 1 / max(folds - 1, 1))
                 lower, upper = clipped(*percentile(draws, stretch=stretch), -1.0, 1.0)
-                out.append(row(self.name, sel.condition, h, gap, lower, upper, mim.height, "cluster-bootstrap-percentile",
+                out.append(row(self.name, sel.condition, h, gap, (lower, upper), mim.height, "cluster-bootstrap-percentile",
                                metric="balanced_accuracy", trts=trts, tsts=tsts, classes=[str(c) for c in classes],
                                dropped=int((~keep).sum()), n_reference=int(train.sum()), contexts=clusters.n_clusters,
                                folds=min(self.n_splits, clusters.n_clusters)))
@@ -184,7 +184,7 @@ class Detection:
             lower, upper = percentile(draws, stretch=cluster_stretch(fit.mim_clusters.effective))
             lower, upper = clipped(lower, upper, 0.0, 1.0)  # the few-cluster stretch must not leave AUC's range
             sim = lambda a: 1 - (2 * max(0.5, a) - 1)  # noqa: E731 - the essay's similarity
-            out.append(row(self.name, sel.condition, "text", auc, lower, upper, fit.n_kept, "holdout-cluster-bootstrap-percentile",
+            out.append(row(self.name, sel.condition, "text", auc, (lower, upper), fit.n_kept, "holdout-cluster-bootstrap-percentile",
                            similarity=sim(auc), similarity_lower=sim(upper), similarity_upper=sim(lower),
                            reference=fit.label, n_reference=fit.n_reference, contexts=fit.contexts,
                            test_reference=fit.ref_clusters.n, test_contexts=fit.mim_clusters.n_clusters,

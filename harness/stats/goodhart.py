@@ -436,7 +436,7 @@ def _point_rows(data: PoolData, point: Point, j: int, reps: Replicates, bound, f
                     if (j, f) in reps.est):
         value, extra = reps.est[j, feature], {}
         if point.control == "pool" and feature == "_kl":  # the pool is KL 0 by construction: nothing to estimate
-            out.append(row(CURVE, point.condition, feature, value, 0.0, 0.0, data.n, "exact",
+            out.append(row(CURVE, point.condition, feature, value, (0.0, 0.0), data.n, "exact",
                            **F.with_flags(note, F.BY_CONSTRUCTION)))
             continue
         if feature in latent_names or feature == "_shift":
@@ -455,7 +455,7 @@ def _point_rows(data: PoolData, point: Point, j: int, reps: Replicates, bound, f
                 extra["bound_here"] = 2 * (1 - value)
             elif feature in data.reference_values:
                 extra.update(quantity="mean" if feature.startswith("mean(") else "share", reference_value=data.reference_values[feature])
-        out.append(row(CURVE, point.condition, feature, value, lower, upper, data.n, method,
+        out.append(row(CURVE, point.condition, feature, value, (lower, upper), data.n, method,
                        **with_interval_note(note, info, flag, reps.g_stars[j]), **extra))
     return out
 
@@ -516,7 +516,7 @@ def _score_rows(data, points, order: list[int], reps: Replicates, budget: float,
                     formula="mean over latents of D(F(H|R=1), Q_beta(H)) at KL = budget, linear in KL")
         if np.isfinite(point):
             note = with_interval_note(note, info, flag, g_star, as_flag=F.INSUFFICIENT_DATA)
-        out.append(row(SCORE, condition, "_all" if feature == "_shift" else feature, point, lower, upper, data.n,
+        out.append(row(SCORE, condition, "_all" if feature == "_shift" else feature, point, (lower, upper), data.n,
                        "event-mover-jackknife", **note))
     return out
 

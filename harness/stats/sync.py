@@ -99,10 +99,12 @@ KIND_ESTIMATOR = {"marginal": "sync_marginal", "context_vs_population": "sync_co
                   "context_vs_exemplars": "sync_context_exemplars", "rate": "sync_rate"}
 
 
-def sync_row(estimator: str, condition: str, feature: str, point: float, lower: float, upper: float, n: int,
-             route: str, interval: str, **note) -> Estimate:
-    """A sync Estimate: ``method`` is ``<route>/<interval method>``, and the note's ``method`` the route."""
-    est = row(estimator, condition, feature, point, lower, upper, n, f"{route}/{interval}", **note)
+def sync_row(estimator: str, condition: str, feature: str, point: float, interval: tuple[float, float], n: int,
+             methods: tuple[str, str], **note) -> Estimate:
+    """A sync Estimate; ``methods`` is (route, interval method): ``method`` is ``<route>/<interval method>``, and
+    the note's ``method`` the route."""
+    route, interval_method = methods
+    est = row(estimator, condition, feature, point, interval, n, f"{route}/{interval_method}", **note)
     est.note["method"] = route
     return est
 
@@ -258,8 +260,8 @@ def per_context_rows(inputs: EstimationInputs, feature: str, coded: Coded, n: in
         if flag is not None:
             note = F.withheld(note, flag, contexts=int(keep.sum()),
                               needed=PER_CONTEXT_MIN_CONTEXTS if flag == F.TOO_FEW_CONTEXTS else None)
-        out.append(sync_row(KIND_ESTIMATOR[what], f"sync@{n}", feature, point, lo, hi, int(keep.sum()), route,
-                            "context-jackknife-t", **note))
+        out.append(sync_row(KIND_ESTIMATOR[what], f"sync@{n}", feature, point, (lo, hi), int(keep.sum()),
+                            (route, "context-jackknife-t"), **note))
     return out
 
 
@@ -377,7 +379,7 @@ def rate_row(inputs: EstimationInputs, feature: str, frames: dict[int, pl.DataFr
 
     def whole(x):
         return int(x) if banded and np.isfinite(x) else None
-    return sync_row("sync_rate", "sync", feature, b, lo, hi, len(ns), "sampled", "wls-power-law+joint-bootstrap-percentile",
+    return sync_row("sync_rate", "sync", feature, b, (lo, hi), len(ns), ("sampled", "wls-power-law+joint-bootstrap-percentile"),
                     kind="rate", n_exemplars=[int(n) for n in ns], a=a, debiased=b, d2=joint.d2.tolist(),
                     n_enter=whole(n_enter), n_enter_lower=whole(enter_lo), n_enter_upper=whole(enter_hi),
                     reached=bool(np.isfinite(n_enter)) if banded else None, no_band=None if banded else NO_BAND,
@@ -429,8 +431,8 @@ def marginal_row(coded: Coded, n: int, feature: str, frame: pl.DataFrame, joint:
                 no_band=None if banded else NO_BAND)
     if flag is not None:
         note = F.withheld(note, flag, contexts=int(ids.size), needed=2 if flag == F.TOO_FEW_CONTEXTS else None)
-    return sync_row("sync_marginal", f"sync@{n}", feature, point, lower, upper, frame.height, "sampled",
-                    "event-mover-jackknife", **note)
+    return sync_row("sync_marginal", f"sync@{n}", feature, point, (lower, upper), frame.height,
+                    ("sampled", "event-mover-jackknife"), **note)
 
 
 def sync_estimates(inputs: EstimationInputs, n_boot: int | None = None, features: Sequence[str] | None = None,
@@ -470,48 +472,36 @@ def sync_estimates(inputs: EstimationInputs, n_boot: int | None = None, features
     return out
 
 
+class SyncCurve:
+    """Estimator ``sync_curve``: distances between the reference and the mimic at each context size, and their rate of decay.
+
+    Options: ``n_boot`` (overrides the run's), ``features`` (a list of feature names; default: the
+    proxy and the latents), ``band_level`` (0.95: the probability that a synchronised mimic stays
+    inside the noise band at every context size).
+    """
+
+    name = "sync_curve"
+
+    def __init__(self, options: dict | None = None):
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"n_boot", "features", "band_level"})
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} (allowed: band_level, features, n_boot)")
+        self.band_level = float(options.get("band_level", 0.95))
+        if not 0.5 <= self.band_level < 1:
+            raise ValueError(f"option `band_level` must be in [0.5, 1), got {self.band_level}")
+        self.n_boot = options.get("n_boot")
+        features = options.get("features")
+        if features is not None and (not isinstance(features, list) or not all(isinstance(f, str) for f in features)):
+            raise ValueError(f"option `features` must be a list of feature names, got {features!r}")
+        self.features = features
+
+    def estimate(self, inputs: EstimationInputs) -> list[Estimate]:
+        """Sync rows for the task's ``context_sizes`` (none when the task plans no curve)."""
+        return sync_estimates(inputs, self.n_boot, self.features, self.band_level)
+
 def _present(frame: pl.DataFrame, col: str) -> pl.Series:
     """Rows whose feature value is not null (nor NaN for floats)."""
     s = frame.get_column(col)
     ok = s.is_not_null()
     return (ok & ~s.is_nan()).fill_null(False) if s.dtype.is_float() else ok
-
-
-def synchronised_draws(reference: pl.DataFrame, *, sizes: Sequence[int], contexts: int, samples: int, seed: int = 0,
-                       task: str = "sync", copy_prob=None, other_rows: np.ndarray | None = None) -> pl.DataFrame:
-    """Planted truth: the ``none``-pool draws table of a perfectly synchronised mimic (contract schema).
-
-    Context c at size n holds the exemplars the planner would pick (:func:`harness.prompts.context_exemplars`);
-    each draw, seeded like the runner's, copies one of them uniformly (a sample from E_c), or a
-    uniform reference row when n = 0 (a sample from F). With ``copy_prob(n)`` < 1 a draw instead
-    copies a uniform row of ``other_rows`` with probability 1 - copy_prob(n): a partly desynchronised
-    mimic. Feature columns are the copied row's; ``text`` is its text.
-    """
-    from harness.prompts import context_exemplars
-    from harness.seeding import derive_seed
-
-    n_ref, ids = reference.height, reference.get_column("ref_id").to_numpy()
-    rows, picks = [], []
-    for n in sizes:
-        for c in range(contexts):
-            ex = context_exemplars(n_ref, seed, task, n, c) if n else np.array([], dtype=np.int64)
-            for s in range(samples):
-                draw_seed = derive_seed(seed, task, "none", c, s)
-                rng = np.random.default_rng([draw_seed, n])  # n in the stream: draws at two sizes stay independent
-                pick = int(ex[rng.integers(n)]) if n else int(rng.integers(n_ref))
-                if copy_prob is not None and other_rows is not None and rng.random() >= copy_prob(n):
-                    pick = int(other_rows[rng.integers(len(other_rows))])
-                picks.append(pick)
-                rows.append((c, s, draw_seed, n, [int(ids[i]) for i in ex]))
-    picked = reference[picks]
-    feats = picked.select([c for c in reference.columns if c.startswith("feat_")])
-    return pl.DataFrame({
-        "run_id": "planted", "task": task, "task_version": 1, "pool": "none",
-        "context_id": [r[0] for r in rows], "sample_index": [r[1] for r in rows], "seed": [r[2] for r in rows],
-        "model": "planted:synchronised", "n_exemplars": [r[3] for r in rows],
-        "exemplar_ids": pl.Series([r[4] for r in rows], dtype=pl.List(pl.Int64)), "prompt_hash": "",
-        "text": picked.get_column("text") if "text" in picked.columns else "", "completion": "", "finish_reason": "stop",
-        "prompt_tokens": 0, "completion_tokens": 0, "cached": False,
-    }).with_columns(pl.lit(None, dtype=pl.List(pl.Boolean)).alias("world_draws"),
-                    pl.col("task_version", "context_id", "sample_index", "seed", "n_exemplars",
-                           "prompt_tokens", "completion_tokens").cast(pl.Int64)).hstack(feats)

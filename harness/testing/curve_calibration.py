@@ -5,12 +5,12 @@ one design (C contexts x S samples per context), runs the real estimators (``goo
 the real ``tilt``, ``reward`` and ``best-of-n`` controls; ``sync_curve``) and returns one row per
 planted estimand: estimator, condition, feature, planted, mean, bias, coverage (over the reps that
 reported an interval), width, out_of_range (intervals outside the quantity's range), reps and
-withheld (share of reps with no interval), the columns of :mod:`harness.stats.calibration`.
+withheld (share of reps with no interval), the columns of :mod:`harness.testing.calibration`.
 
 **Goodhart world.** A catalogue of ``ITEMS`` (genre, helping, n_pos, rho); the reference draws
 items from ``P_REF``, the mimic's pool from ``P_POOL``, each context drawing its own mixture from
 Dirichlet(KAPPA * P_POOL) (KAPPA = 2: an intra-context correlation of 1/3, as strong as the
-published runs' design effects, like :mod:`harness.stats.synthetic`). Every row gets 1+K world
+published runs' design effects, like :mod:`harness.testing.synthetic`). Every row gets 1+K world
 draws Bernoulli(rho). The exact values: F(H | R=1) from P_REF * rho; the tilt pi0(x) exp(r/beta)
 over (item, S successes of 1+K) by enumeration (:func:`exact_tilt`); reward@k: items in
 proportion to P_POOL rho^k; best-of-n over the levels of r; the score by interpolating the exact
@@ -41,9 +41,9 @@ from harness.protocols import EstimationInputs
 from harness.stats.curve_scale import bounded_distance, events, squared_weights
 from harness.stats.goodhart import BUDGET, GoodhartCurve, interpolate
 from harness.stats.sync import sync_estimates
-from harness.stats.synthetic import draws_frame
 from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, SamplingPlan, TaskSpec,
                               WorldSpec)
+from harness.testing.synthetic import draws_frame
 
 KAPPA = 2.0
 K = 4  # extra world draws: 1+K = 5 per row

@@ -1,6 +1,6 @@
 """Coverage and bias of the estimators against planted truth (used by tests and benchmarks).
 
-``calibrate`` draws ``reps`` planted data sets (:mod:`harness.stats.synthetic`), runs each
+``calibrate`` draws ``reps`` planted data sets (:mod:`harness.testing.synthetic`), runs each
 estimator on the selections and latents its planted values concern, and tallies per
 (estimator, condition, feature): mean estimate, bias, coverage of the 95% interval, mean width.
 Where the estimand depends on what the estimator fitted (detection: the AUC of the classifier
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.builtin.estimators import ESTIMATORS
 from harness.estimation import run_estimators
-from harness.stats.synthetic import Planted, planted
+from harness.stats.catalog import ESTIMATORS
+from harness.testing.synthetic import Planted, planted
 
 Key = tuple[str, str, str]
 

@@ -21,19 +21,25 @@ rep is computed from the fitted classifier (``Planted.conditional``, :func:`dete
 It is 0.64125 whenever the classifier ranks the tokens by their likelihood ratio (about 98% of
 fits at the default sizes; 0.534 when it swaps alpha and beta). ``text_shift=False`` gives the
 mimic the reference's token distribution (with a context effect): AUC 0.5 for any classifier.
+
+Sync curve (:mod:`harness.stats.sync`): :func:`synchronised_draws` is the ``none``-pool draws table
+of a mimic that copies its context's exemplars (perfectly synchronised), or partly other rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import polars as pl
 from scipy.special import betaln
 
+from harness.prompts import context_exemplars
 from harness.protocols import EstimationInputs, Selection
+from harness.seeding import derive_seed
 from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, SamplingPlan, TaskSpec,
                               WorldSpec)
 
@@ -43,6 +49,40 @@ SHIFT_DIRECTION = np.array([1.0, -0.5, -0.5, 0.0])  # a shift of TV d moves d fr
 RHO_BETA = (2.0, 2.0)  # non-forcing items: rho ~ Beta(2, 2); forcing items: rho = 1
 KS = (1, 2, 4, 8, 16)
 SQ = 0.6744897501960817  # standard normal 75% quantile
+SD_WITHIN = 1.0  # SD of a mimic's x around its context's mean
+WORLD_K = 16  # extra world draws per row
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What :func:`planted` plants (see the module docstring): sizes (``n_ref`` reference rows, C
+    ``contexts`` x S ``samples``), the shifts ``tv`` and ``w1``, the context effect (``kappa``:
+    Beta/Dirichlet concentration; ``tau``: SD of the x offset), the prompt's success rate, the forcing
+    shares, the text shift and the rates of r."""
+
+    tv: float = 0.1
+    w1: float = 0.25
+    n_ref: int = 800
+    contexts: int = 40
+    samples: int = 5
+    kappa: float = 6.0
+    tau: float = 0.6
+    p_success: float = 0.7
+    forcing: float = 0.2
+    mimic_forcing: float = 0.35
+    text_shift: bool = True
+    r_ref: float = 0.3
+    r_mimic: float = 0.15
+
+    @property
+    def sd(self) -> float:
+        """SD of x in the reference: the mimic's total SD, so x shifts are pure location shifts."""
+        return float(np.hypot(SD_WITHIN, self.tau))
+
+    @property
+    def pi_mimic(self) -> np.ndarray:
+        """P(h) in the mimic: TV ``tv`` from the reference's, moved along ``SHIFT_DIRECTION``."""
+        return PI_REF + self.tv * SHIFT_DIRECTION
 
 
 @dataclass(frozen=True)
@@ -150,26 +190,28 @@ def _cat(rng, p: np.ndarray, n: int) -> np.ndarray:
     return (rng.random(n)[:, None] > np.cumsum(p)[None, :-1]).sum(axis=1)
 
 
-def pool_frame(rng, pool: str, contexts: int, samples: int, *, p_a: float, pi_h: np.ndarray, mu: tuple[float, float],
-               sd_within: float, tau: float, forcing: float, kappa: float, world_k: int = 16,
-               text_shift: bool = True, r_rate: float = 0.3) -> pl.DataFrame:
+def pool_frame(rng, pool: str, scenario: Scenario, p_a: float, mu: tuple[float, float], r_rate: float = 0.3) -> pl.DataFrame:
     """C x S draws of one pool; each context draws its own P(z=a), P(h), x offset, forcing share and alpha use.
 
-    Context effects average out exactly: Beta/Dirichlet draws with the planted means, a normal x
-    offset with mean 0; so the marginal over contexts is the planted distribution.
+    ``p_a``: P(z = a); ``mu``: the means of x given z = a and z = b; ``r_rate``: the rate of r; the
+    rest (P(h), sizes, context effect, forcing share, text shift) from ``scenario``. Context effects
+    average out exactly: Beta/Dirichlet draws with the planted means, a normal x offset with mean 0;
+    so the marginal over contexts is the planted distribution.
     """
+    contexts, samples, kappa, tau = scenario.contexts, scenario.samples, scenario.kappa, scenario.tau
+    forcing, pi_h = scenario.mimic_forcing, scenario.pi_mimic
     c = np.repeat(np.arange(contexts), samples)
     n = c.size
     pa_c = rng.beta(p_a * kappa, (1 - p_a) * kappa, contexts)[c]
     z_a = rng.random(n) < pa_c
     ph_c = rng.dirichlet(pi_h * kappa, contexts)  # H independent of Z within the mimic pool
     h_idx = (rng.random(n)[:, None] > np.cumsum(ph_c, axis=1)[c][:, :-1]).sum(axis=1)
-    x = np.where(z_a, mu[0], mu[1]) + tau * rng.standard_normal(contexts)[c] + sd_within * rng.standard_normal(n)
+    x = np.where(z_a, mu[0], mu[1]) + tau * rng.standard_normal(contexts)[c] + SD_WITHIN * rng.standard_normal(n)
     t = (rng.random(n) < 0.5).astype(np.float64)
     alpha_c = 0.5 + rng.uniform(-0.2, 0.2, contexts)[c]
     f_c = rng.beta(forcing * kappa, (1 - forcing) * kappa, contexts)[c] if 0 < forcing < 1 else np.full(n, forcing)
-    texts = _texts(rng, t, alpha_c, text_shift)
-    world = _world(rng, n, f_c, world_k)
+    texts = _texts(rng, t, alpha_c, scenario.text_shift)
+    world = _world(rng, n, f_c, WORLD_K)
     r = (rng.random(n) < rng.beta(r_rate * kappa, (1 - r_rate) * kappa, contexts)[c]).astype(np.float64)
     return draws_frame(pool, c, np.tile(np.arange(samples), contexts), texts, {
         "feat_z": np.where(z_a, "a", "b"), "feat_h": LEVELS[h_idx], "feat_x": x, "feat_t": t, "feat_r": r,
@@ -211,20 +253,16 @@ def selections(draws: pl.DataFrame) -> list[Selection]:
     ]
 
 
-def planted(rng: np.random.Generator, *, tv: float = 0.1, w1: float = 0.25, n_ref: int = 800, contexts: int = 40,
-            samples: int = 5, kappa: float = 6.0, tau: float = 0.6, p_success: float = 0.7, forcing: float = 0.2,
-            mimic_forcing: float = 0.35, text_shift: bool = True, r_ref: float = 0.3, r_mimic: float = 0.15,
-            n_boot: int = 200, seed: int = 0) -> Planted:
-    """One planted data set and its exact estimands (see the module docstring)."""
-    sd = float(np.hypot(1.0, tau))  # reference sd = total mimic sd, so x shifts are pure location shifts
-    ref = reference_frame(rng, n_ref, sd=sd, forcing=forcing, r_rate=r_ref)
-    pi_shift = PI_REF + tv * SHIFT_DIRECTION
+def planted(rng: np.random.Generator, *, n_boot: int = 200, seed: int = 0, **scenario: Any) -> Planted:
+    """One planted data set and its exact estimands; ``scenario``: fields of :class:`Scenario` (see the module docstring)."""
+    s = Scenario(**scenario)
+    tv, w1, p_success, forcing, mimic_forcing = s.tv, s.w1, s.p_success, s.forcing, s.mimic_forcing
+    r_ref, r_mimic, text_shift, sd, pi_shift = s.r_ref, s.r_mimic, s.text_shift, s.sd, s.pi_mimic
+    ref = reference_frame(rng, s.n_ref, sd=sd, forcing=forcing, r_rate=r_ref)
     mu_a = 1.0 + w1 * 2 * SQ * sd  # W1 over the reference IQR = w1
-    prompt = pool_frame(rng, "prompt:a", contexts, samples, p_a=p_success, pi_h=pi_shift, mu=(mu_a, 0.0),
-                        sd_within=1.0, tau=tau, forcing=mimic_forcing, kappa=kappa, text_shift=text_shift, r_rate=r_mimic)
+    prompt = pool_frame(rng, "prompt:a", s, p_a=p_success, mu=(mu_a, 0.0), r_rate=r_mimic)
     mu_none = (1.5, 0.0)
-    none = pool_frame(rng, "none", contexts, samples, p_a=0.4, pi_h=pi_shift, mu=mu_none, sd_within=1.0, tau=tau,
-                      forcing=mimic_forcing, kappa=kappa, text_shift=text_shift)
+    none = pool_frame(rng, "none", s, p_a=0.4, mu=mu_none)
     draws = pl.concat([none, prompt])
     task = planted_task()
     truth = {
@@ -257,3 +295,40 @@ def _pb_corr(p: float, delta: float, sd: float) -> float:
     """Correlation of 1[z=a] (P = p) with x = delta * 1[z=a] + noise of SD ``sd``."""
     v = p * (1 - p)
     return float(delta * np.sqrt(v) / np.sqrt(sd**2 + v * delta**2))
+
+
+def synchronised_draws(reference: pl.DataFrame, *, sizes: Sequence[int], contexts: int, samples: int, seed: int = 0,
+                       task: str = "sync", copy_prob=None, other_rows: np.ndarray | None = None) -> pl.DataFrame:
+    """Planted truth: the ``none``-pool draws table of a perfectly synchronised mimic (contract schema).
+
+    Context c at size n holds the exemplars the planner would pick (:func:`harness.prompts.context_exemplars`);
+    each draw, seeded like the runner's, copies one of them uniformly (a sample from E_c), or a
+    uniform reference row when n = 0 (a sample from F). With ``copy_prob(n)`` < 1 a draw instead
+    copies a uniform row of ``other_rows`` with probability 1 - copy_prob(n): a partly desynchronised
+    mimic. Feature columns are the copied row's; ``text`` is its text.
+    """
+    n_ref, ids = reference.height, reference.get_column("ref_id").to_numpy()
+    rows, picks = [], []
+    for n in sizes:
+        for c in range(contexts):
+            ex = context_exemplars(n_ref, seed, task, n, c) if n else np.array([], dtype=np.int64)
+            for s in range(samples):
+                draw_seed = derive_seed(seed, task, "none", c, s)
+                rng = np.random.default_rng([draw_seed, n])  # n in the stream: draws at two sizes stay independent
+                pick = int(ex[rng.integers(n)]) if n else int(rng.integers(n_ref))
+                if copy_prob is not None and other_rows is not None and rng.random() >= copy_prob(n):
+                    pick = int(other_rows[rng.integers(len(other_rows))])
+                picks.append(pick)
+                rows.append((c, s, draw_seed, n, [int(ids[i]) for i in ex]))
+    picked = reference[picks]
+    feats = picked.select([c for c in reference.columns if c.startswith("feat_")])
+    return pl.DataFrame({
+        "run_id": "planted", "task": task, "task_version": 1, "pool": "none",
+        "context_id": [r[0] for r in rows], "sample_index": [r[1] for r in rows], "seed": [r[2] for r in rows],
+        "model": "planted:synchronised", "n_exemplars": [r[3] for r in rows],
+        "exemplar_ids": pl.Series([r[4] for r in rows], dtype=pl.List(pl.Int64)), "prompt_hash": "",
+        "text": picked.get_column("text") if "text" in picked.columns else "", "completion": "", "finish_reason": "stop",
+        "prompt_tokens": 0, "completion_tokens": 0, "cached": False,
+    }).with_columns(pl.lit(None, dtype=pl.List(pl.Boolean)).alias("world_draws"),
+                    pl.col("task_version", "context_id", "sample_index", "seed", "n_exemplars",
+                           "prompt_tokens", "completion_tokens").cast(pl.Int64)).hstack(feats)
