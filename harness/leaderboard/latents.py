@@ -1,8 +1,9 @@
 """Latent values per condition, read straight from draws and reference tables, and the distances
 (TV, IQR-scaled W1) between them, also as vectorised bootstrap replicates.
 
-The distances are :mod:`harness.stats.distances`' (one implementation for the estimators and the
-leaderboard). Only the conditions that need no world or control plugin are rebuilt here:
+Feature kinds, values and distances are :mod:`harness.stats`' (one implementation for the estimators
+and the leaderboard: :func:`harness.stats.common.feature_kind`, :func:`harness.stats.common.values_of`,
+:func:`harness.stats.distances.distance`). Only the conditions that need no world or control plugin are rebuilt here:
 ``none`` (the ``none`` pool), ``prompt:<v>`` (items of the ``prompt:<v>`` pool whose proxy came out
 as v) and ``filter:<v>`` (``none`` items whose proxy is v), as ``latent_shift`` compares them.
 Their reference side is F(H) for ``none`` and F(H | Z = v) otherwise.
@@ -17,6 +18,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from harness.stats.common import values_of as stats_values_of
+from harness.stats.distances import code_values
+from harness.stats.distances import distance as stats_distance
 from harness.values import matches, target_label
 
 Kind = Literal["categorical", "numeric", "binary"]
@@ -49,14 +53,6 @@ def conditions_for(info: TaskInfo) -> list[str]:
     return ["none", *(f"prompt:{v}" for v in labels), *(f"filter:{v}" for v in labels)]
 
 
-def feature_kind(series: pl.Series) -> Kind:
-    """Categorical for text, binary for numbers that are all 0/1, numeric otherwise."""
-    if not series.dtype.is_numeric() and series.dtype != pl.Boolean:
-        return "categorical"
-    values = series.drop_nulls().cast(pl.Float64)
-    return "binary" if values.len() and values.is_in([0.0, 1.0]).all() else "numeric"
-
-
 def condition_rows(draws: pl.DataFrame, info: TaskInfo, condition: str) -> pl.DataFrame | None:
     """The draws a condition keeps (None when it cannot be rebuilt from the draws)."""
     if "pool" not in draws.columns:
@@ -82,11 +78,8 @@ def reference_rows(reference: pl.DataFrame, info: TaskInfo, condition: str) -> p
 
 
 def values_of(frame: pl.DataFrame, latent: str, kind: Kind) -> np.ndarray:
-    """A latent's non-null values: text for categorical, float otherwise."""
-    column = frame[f"feat_{latent}"].drop_nulls()
-    if kind == "categorical":
-        return np.asarray(column.cast(pl.Utf8).to_list(), dtype=object)
-    return column.cast(pl.Float64).to_numpy()
+    """A latent's non-null values in ``frame``: text for categorical, float otherwise (:func:`harness.stats.common.values_of`)."""
+    return stats_values_of(frame[f"feat_{latent}"].drop_nulls(), kind)
 
 
 def weighted_distance(kind: Kind, ref: np.ndarray, w_ref: np.ndarray, mod: np.ndarray, w_mod: np.ndarray) -> np.ndarray:
@@ -95,9 +88,6 @@ def weighted_distance(kind: Kind, ref: np.ndarray, w_ref: np.ndarray, mod: np.nd
 
     A replicate whose weights on either side sum to 0 gives NaN (the condition is empty there).
     """
-    from harness.stats.distances import code_values
-    from harness.stats.distances import distance as stats_distance
-
     w_ref, w_mod = np.atleast_2d(w_ref).astype(float), np.atleast_2d(w_mod).astype(float)
     grid, (rc, mc) = code_values(kind, ref, mod)
     with np.errstate(invalid="ignore", divide="ignore"):
