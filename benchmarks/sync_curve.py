@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from harness.featurize import build_features, compute_features
-from harness.fieldprobs import context_field_probs
+from harness.run.fieldprobs import context_field_probs
 from harness.plugins import build_registries
 from harness.protocols import BuildContext, EstimationInputs
 from harness.reference import load_reference
