@@ -147,6 +147,7 @@ def estimates_json(estimates: pl.DataFrame) -> str:
 # -- manifest ---------------------------------------------------------------------------------------
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+FIELD_PROBS_FILE = "field_probs.parquet"  # optional run table: the exact header-field distributions (run/fieldprobs.py)
 
 
 @dataclass

@@ -11,9 +11,8 @@ from harness.estimation import build_estimators, run_estimators
 from harness.featurize import compute_features
 from harness.prompts import pool_prefix
 from harness.protocols import EstimationInputs
-from harness.records import RUN_COLUMNS, estimates_json
+from harness.records import FIELD_PROBS_FILE, RUN_COLUMNS, estimates_json
 from harness.run.config import EstimationSettings
-from harness.run.fieldprobs import FIELD_PROBS_FILE
 from harness.run.load import Loaded
 from harness.run.session import RunSession
 from harness.selection import select_all

@@ -45,11 +45,11 @@ import polars as pl
 from harness.errors import BudgetExceeded, TaskError
 from harness.mimic import Capability, GenerationRequest, Mimic
 from harness.prompts import PlannedDraw
+from harness.records import FIELD_PROBS_FILE
 from harness.run.calls import ModelCalls
 from harness.run.load import Loaded
 from harness.run.session import RunSession
 
-FIELD_PROBS_FILE = "field_probs.parquet"
 FIELD_PROBS_SCHEMA = {"pool": pl.Utf8, "n_exemplars": pl.Int64, "context_id": pl.Int64, "field": pl.Utf8,
                       "value": pl.Utf8, "logprob": pl.Float64, "method": pl.Utf8}
 MAX_VALUES = 20  # a header field with more distinct values is not a small categorical: not scored

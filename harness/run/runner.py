@@ -148,7 +148,7 @@ async def _run_session(session: RunSession, config: RunConfig, loaded: Loaded, m
                 draws = builder.frame(session.store.rows())
                 session.store.compact(frame=draws)
             estimates = estimate_phase(session, loaded, config.estimation, draws)
-        return _finish(session, config, outcome, calls, len(planned), estimates, started)
+        return _finish(session, outcome, calls, len(planned), estimates, started, config.summary_to)
     except BaseException as exc:
         usage = _usage(session, calls, price) if calls is not None else None
         session.record_stop(exc, len(planned), interrupted=not isinstance(exc, Exception), usage=usage)
@@ -178,8 +178,8 @@ def _usage(session: RunSession, calls: ModelCalls, price: Price | None) -> dict[
             "phases": {"draws": Usage.from_dict(draws).to_dict(), **{k: u.to_dict() for k, u in sorted(phases.items())}}}
 
 
-def _finish(session: RunSession, config: RunConfig, outcome: GenerationOutcome, calls: ModelCalls, planned: int,
-            estimates: pl.DataFrame | None, started: float) -> RunResult:
+def _finish(session: RunSession, outcome: GenerationOutcome, calls: ModelCalls, planned: int,
+            estimates: pl.DataFrame | None, started: float, summary_to: str) -> RunResult:
     """Write the final manifest and summary, call the hooks, and say how the run ended."""
     usage = _usage(session, calls, calls.price)
     if outcome.status == "budget":  # calls in flight at the stop were recorded: report the final spend
@@ -193,8 +193,8 @@ def _finish(session: RunSession, config: RunConfig, outcome: GenerationOutcome, 
     session.save()
     session.emit("run_finished", RunFinished(session.run_id, session.run_dir, outcome.status, counts["done"], timings["total"]))
     session.progress.message(f"{session.run_id}: {outcome.status}; " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-    if estimates is not None and config.summary_to != "off":
-        print_summary(session.manifest, estimates, sys.stderr if config.summary_to == "stderr" else sys.stdout)
+    if estimates is not None and summary_to != "off":
+        print_summary(session.manifest, estimates, sys.stderr if summary_to == "stderr" else sys.stdout)
     result = RunResult(session.run_id, session.run_dir, outcome.status, session.manifest.task_name, session.model_id, planned,
                        counts["done"], counts["cached"], calls.stats.calls, usage, timings, estimates, outcome.message,
                        dict(session.clock.cpu))
