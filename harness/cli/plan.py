@@ -18,16 +18,18 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from harness.cli.common import MIN_N_BOOT, require_at_least, require_number
 from harness.errors import DataError, UsageError
 from harness.protocols import BuildContext, Command, EstimationInputs
-from harness.stats import planning
 from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, GenerationSpec, ProxySpec, RenderSpec, SamplingPlan,
                               TaskSpec, WorldSpec)
+
+if TYPE_CHECKING:  # scipy.stats costs a second: `mimic --help` must not pay for it
+    from harness.stats import planning
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +112,8 @@ def token_costs(draws: pl.DataFrame) -> tuple[float, float]:
 
 def from_task(args: argparse.Namespace) -> tuple[list[planning.PlanInput], float, float]:
     """Plan inputs and token guesses from a task's reference data (no pilot)."""
+    from harness.stats import planning
+
     from harness.plugins import build_registries
     from harness.reference import load_reference
     from harness.tasks import load_task
@@ -134,6 +138,8 @@ def _fmt(v: Any) -> str:
 
 def render(rows: list[planning.PlanRow], width: float, costs: tuple[float, float]) -> str:
     """The plan as a table plus one line per pool."""
+    from harness.stats import planning
+
     cols = ["estimator", "condition", "feature", "half-width now", "n now", "deff", "icc", "status", "rows needed",
             "draws/pool", "C x S", "tokens"]
     lines = [f"Target: 95% interval half-width {width:g}; a context costs ~{costs[0]:,.0f} prompt tokens once "
@@ -161,6 +167,8 @@ def render(rows: list[planning.PlanRow], width: float, costs: tuple[float, float
 
 def _context_lines(rows: list[planning.PlanRow]) -> list[str]:
     """Per pool, what its estimates without an interval take; and where the plan raised C so that intervals are reported."""
+    from harness.stats import planning
+
     lines = []
     for pool, r in sorted(planning.interval_contexts(rows).items()):
         count = sum(1 for x in rows if x.pool == pool and x.status == "too few contexts")
@@ -177,6 +185,8 @@ def _context_lines(rows: list[planning.PlanRow]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan."""
+    from harness.stats import planning
+
     require_number(args.width, "--width", low=0.0, low_open=True, example=0.05)
     require_number(args.icc, "--icc", low=0.0, high=1.0, example=0.1)
     require_at_least(args.n_boot, MIN_N_BOOT, "--n-boot", 300)
