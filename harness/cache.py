@@ -15,14 +15,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.errors import RunStoreError
 from harness.mimic import Completion, TokenLogprob
 
 CACHE_FILE = "draws.sqlite"
+T = TypeVar("T")
 _CHUNK = 500  # SQLite's default limit on bound parameters is 999
 
 _SCHEMA = """
@@ -121,55 +122,46 @@ class DrawCache:
     # -- completions --------------------------------------------------------------------------
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         """The cached completions among ``keys`` (missing keys are absent from the result)."""
-        found: dict[str, Completion] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys))):
-            marks = ",".join("?" * len(chunk))
-            for key, value in self._query(f"SELECT key, value FROM completions WHERE key IN ({marks})", chunk):
-                found[key] = completion_from_json(value)
+        found = self._lookup("completions", keys, completion_from_json)
         self.hits += len(found)
         self.misses += len(set(keys)) - len(found)
         return found
 
     def put_many(self, model_id: str, items: Iterable[tuple[str, Completion]]) -> None:
         """Store completions under their keys (one transaction)."""
-        now = time.time()
-        rows = [(key, model_id, completion_to_json(c), now) for key, c in items]
-        if rows:
-            self._write("INSERT OR REPLACE INTO completions (key, model, value, created) VALUES (?, ?, ?, ?)", rows)
+        self._store("completions", "model", model_id, [(key, completion_to_json(c)) for key, c in items])
 
     # -- world draws --------------------------------------------------------------------------
     def get_world(self, keys: Sequence[str]) -> dict[str, bool]:
         """Cached world draws among ``keys``."""
-        found: dict[str, bool] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys))):
-            marks = ",".join("?" * len(chunk))
-            for key, value in self._query(f"SELECT key, value FROM world_draws WHERE key IN ({marks})", chunk):
-                found[key] = bool(value)
-        return found
+        return self._lookup("world_draws", keys, bool)
 
     def put_world(self, world: str, items: Iterable[tuple[str, bool]]) -> None:
         """Store world draws (key, outcome)."""
-        now = time.time()
-        rows = [(key, world, int(bool(value)), now) for key, value in items]
-        if rows:
-            self._write("INSERT OR REPLACE INTO world_draws (key, world, value, created) VALUES (?, ?, ?, ?)", rows)
+        self._store("world_draws", "world", world, [(key, int(bool(value))) for key, value in items])
 
     # -- log-likelihoods ---------------------------------------------------------------------
     def get_loglikelihoods(self, keys: Sequence[str]) -> dict[str, float]:
         """Cached log-likelihoods among ``keys``."""
-        found: dict[str, float] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys))):
-            marks = ",".join("?" * len(chunk))
-            for key, value in self._query(f"SELECT key, value FROM loglikelihoods WHERE key IN ({marks})", chunk):
-                found[key] = float(value)
-        return found
+        return self._lookup("loglikelihoods", keys, float)
 
     def put_loglikelihoods(self, model_id: str, items: Iterable[tuple[str, float]]) -> None:
         """Store log-likelihoods (key, value) of one model."""
+        self._store("loglikelihoods", "model", model_id, [(key, float(value)) for key, value in items])
+
+    def _lookup(self, table: str, keys: Sequence[str], convert: Callable[[Any], T]) -> dict[str, T]:
+        found: dict[str, T] = {}
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            marks = ",".join("?" * len(chunk))
+            for key, value in self._query(f"SELECT key, value FROM {table} WHERE key IN ({marks})", chunk):
+                found[key] = convert(value)
+        return found
+
+    def _store(self, table: str, owner_column: str, owner: str, items: list[tuple[str, Any]]) -> None:
         now = time.time()
-        rows = [(key, model_id, float(value), now) for key, value in items]
+        rows = [(key, owner, value, now) for key, value in items]
         if rows:
-            self._write("INSERT OR REPLACE INTO loglikelihoods (key, model, value, created) VALUES (?, ?, ?, ?)", rows)
+            self._write(f"INSERT OR REPLACE INTO {table} (key, {owner_column}, value, created) VALUES (?, ?, ?, ?)", rows)
 
     # -- maintenance --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
