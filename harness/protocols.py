@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
+from harness.records import EstimateNote, Manifest
+
 if TYPE_CHECKING:
     from harness.registry import Registries
     from harness.taskspec import TaskSpec
@@ -149,10 +151,19 @@ class LeaderboardData:
     """
 
     estimates: pl.DataFrame  # the estimates tables of all runs, concatenated
-    manifests: list[dict[str, Any]]  # each run's manifest in its JSON form (harness.records.Manifest.to_dict())
+    manifests: list[Manifest]  # each run's manifest
     draws: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # run_id -> draws (for examples, charts)
     references: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # reference hash -> reference table
     document: Mapping[str, Any] | None = None
+    run_dirs: Mapping[str, Path] = field(default_factory=dict)  # run_id -> the directory it was read from
+    # Each distinct ``note`` of ``estimates`` (JSON text) parsed once, for every reader: ``notes[row["note"]]``.
+    # Built here from ``estimates`` when not given.
+    notes: Mapping[Any, EstimateNote] | None = None
+
+    def __post_init__(self) -> None:
+        if self.notes is None:  # a frozen dataclass: the one field it fills in itself
+            texts = self.estimates["note"].to_list() if "note" in self.estimates.columns else []
+            object.__setattr__(self, "notes", {text: EstimateNote.parse(text) for text in dict.fromkeys(texts)})
 
 
 @runtime_checkable

@@ -17,6 +17,7 @@ from harness.leaderboard.compare import compare, render_text
 from harness.leaderboard.document import build_document
 from harness.leaderboard.runs import load_runs
 from harness.protocols import LeaderboardData
+from harness.records import Manifest
 from tests.fixtures.runs.synth import write_run
 
 N_BOOT = 300  # enough for stable 95% ends on these sizes, and fast
@@ -116,7 +117,7 @@ def test_runs_without_a_shared_seed_are_compared_unpaired(root):
 
 def test_joint_weights_give_a_shared_context_one_weight_for_both(root):
     a, b = _side(root, "with", "good"), _side(root, "with", "bad")
-    info = lt.task_info(a.manifests[0])
+    info = lt.task_info(a.manifests[0].task)
     sides = {name: jb.side_draws(d.manifests, d.draws) for name, d in (("A", a), ("B", b))}
     reference = next(iter(a.references.values()))
     boot = jb.JointBootstrap(info, reference, sides, n_boot=50, seed=1)
@@ -153,7 +154,7 @@ def _rows_side(label: str, rows: list[tuple[str, float, float, float, dict]]) ->
         "run_id": run_id, "model": f"m:{label}", "model_name": label, "task": "t", "task_version": 1, "reference_hash": "h",
         "condition": "none", "estimator": est, "feature": "f", "point": p, "lower": lo, "upper": hi, "n": 8, "method": "x",
         "note": json.dumps(note)} for est, p, lo, hi, note in rows])
-    return LeaderboardData(estimates, [{"run_id": run_id, "seed": 0, "model": {"model_id": f"m:{label}"}}], {}, {})
+    return LeaderboardData(estimates, [Manifest.from_dict({"run_id": run_id, "seed": 0, "model": {"model_id": f"m:{label}"}})], {}, {})
 
 
 def test_rows_decide_only_where_both_sides_carry_a_calibrated_interval():

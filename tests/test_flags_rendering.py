@@ -139,7 +139,8 @@ def test_ranked_extras_read_old_and_new_ranking_lines():
 def test_pooled_seeds_keep_every_flag_and_withhold_when_one_run_withheld(tmp_path):
     write_run(tmp_path, model="m", shift=0.1, seed=0)
     flag_run(write_run(tmp_path, model="m", shift=0.1, seed=1), goodhart_score=False)
-    pooled = pooled_estimates(load_runs([tmp_path], with_draws=False).estimates)
+    data = load_runs([tmp_path], with_draws=False)
+    pooled = pooled_estimates(data.estimates, data.notes)
     few = pooled.filter((pl.col("estimator") == "latent_shift") & (pl.col("condition") == "prompt:1") & (pl.col("feature") == "genre")).row(0, named=True)
     assert few["lower"] is None and few["upper"] is None and few["runs"] == 2
     note = json.loads(few["note"])

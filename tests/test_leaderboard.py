@@ -68,7 +68,7 @@ def test_builtin_writers_are_registered_through_the_plugin_manager():
 def test_load_runs_merges_models_seeds_and_tasks(runs):
     data = load_runs([runs])
     assert len(data.manifests) == 5
-    assert set(data.estimates["run_id"].unique()) == {m["run_id"] for m in data.manifests}
+    assert set(data.estimates["run_id"].unique()) == {m.run_id for m in data.manifests}
     assert set(data.estimates["model"].unique()) == {"scripted:good", "scripted:bad", "scripted:mid", "scripted:elsewhere"}
     assert len(data.draws) == 4  # the run saved without draws has none
     assert set(data.references) == {f"{7:016x}", f"{9:016x}"}
@@ -277,7 +277,7 @@ def scored(tmp_path_factory) -> tuple[Path, dict]:
     thin = (pl.col("pool") != "none") | (pl.col("feat_rating") != 5.0) | (pl.col("sample_index") + pl.col("context_id") == 0)
     _rewrite_draws(next(root.glob("*-thin-*")), thin)
     data = load_runs([root])
-    ranked, cells, notes = score.rank_section(data.estimates, data.manifests[0]["task"], runs=data.manifests, draws=data.draws,
+    ranked, cells, notes = score.rank_section(data.estimates, data.manifests[0].task, runs=data.manifests, draws=data.draws,
                                               reference=next(iter(data.references.values())))
     return data, {"ranked": {r.model: r for r in ranked}, "order": [r.model for r in ranked], "cells": cells, "notes": notes}
 
@@ -286,7 +286,7 @@ def _plug_in_score(data, model: str, cells) -> tuple[float, int]:
     """The documented point, recomputed straight from the draws: mean of 1 - min(1, d) over measured cells."""
     from harness.leaderboard import latents as lt
 
-    info = lt.task_info(data.manifests[0])
+    info = lt.task_info(data.manifests[0].task)
     reference = next(iter(data.references.values()))
     draws = pl.concat([d for run, d in data.draws.items() if f"-{model}-" in run])
     values = []
@@ -311,8 +311,8 @@ def test_score_comes_from_one_joint_bootstrap(scored):
     assert good.score.point == pytest.approx(point) and good.n_measured == measured == good.n_cells == 12
     # the interval: one bootstrap of the whole score, point +- t(C-1) sqrt(C/(C-1)) sd, C = contexts behind it
     runs = data.manifests
-    sides = {m["model"]["model_id"]: jb.side_draws([m], data.draws) for m in runs}
-    boot = jb.JointBootstrap(lt.task_info(runs[0]), next(iter(data.references.values())), sides)
+    sides = {m.model.model_id: jb.side_draws([m], data.draws) for m in runs}
+    boot = jb.JointBootstrap(lt.task_info(runs[0].task), next(iter(data.references.values())), sides)
     reps, _ = boot.score("scripted:good", out["cells"])
     c = good.contexts  # the contexts behind the score's cells (a none-pool context with no rating 1 or 5 item is behind none)
     assert 20 <= c <= 24 and reps.n_contexts == c
@@ -365,7 +365,7 @@ def test_runs_without_estimates_are_skipped_with_a_message(tmp_path):
     (unfinished / "estimates.json").unlink()
     said = []
     data = load_runs([tmp_path], say=said.append)
-    assert [m["model"]["model_id"] for m in data.manifests] == ["scripted:ok"]
+    assert [m.model.model_id for m in data.manifests] == ["scripted:ok"]
     assert any("no estimates" in s and "late" in s for s in said)
 
 

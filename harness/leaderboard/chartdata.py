@@ -16,19 +16,21 @@ import polars as pl
 from harness.leaderboard import latents as lt
 from harness.leaderboard.fmt import decimals_for, fmt_number, withheld_reason
 from harness.leaderboard.score import FORCING_ESTIMATORS, TRANSFER_ESTIMATORS, norm_name
-from harness.records import note_dict
+from harness.records import EstimateNote, Manifest
 from harness.stats.common import feature_kind
-from harness.stats.flags import flags_of
+
+# The estimate charts read pooled rows (``harness.leaderboard.document.pooled_rows``): dicts whose
+# ``note`` is the parsed :class:`EstimateNote`.
+Rows = Sequence[Mapping[str, Any]]
 
 
-
-def _model_draws(runs: Sequence[dict[str, Any]], draws: Mapping[str, pl.DataFrame], order: Sequence[str] = ()) -> dict[str, pl.DataFrame]:
+def _model_draws(runs: Sequence[Manifest], draws: Mapping[str, pl.DataFrame], order: Sequence[str] = ()) -> dict[str, pl.DataFrame]:
     """model id -> its draws over all its runs in the section (seed kept for clustering), in ``order``."""
     out: dict[str, list[pl.DataFrame]] = {}
-    for m in sorted(runs, key=lambda m: (order.index(m["model"]["model_id"]) if m["model"]["model_id"] in order else len(order), m["run_id"])):
-        frame = draws.get(m["run_id"])
+    for m in sorted(runs, key=lambda m: (order.index(m.model.model_id) if m.model.model_id in order else len(order), m.run_id)):
+        frame = draws.get(m.run_id)
         if frame is not None and "pool" in frame.columns:
-            out.setdefault(m["model"]["model_id"], []).append(frame.with_columns(pl.lit(int(m.get("seed") or 0)).alias("_seed")))
+            out.setdefault(m.model.model_id, []).append(frame.with_columns(pl.lit(int(m.seed or 0)).alias("_seed")))
     return {k: pl.concat(v, how="diagonal_relaxed") for k, v in out.items()}
 
 
@@ -39,12 +41,12 @@ def _bin_labels(kind: str, bins: list[Any]) -> list[str]:
     return [f"{fmt_number(lo, d)}–{fmt_number(hi, d)}" for lo, hi in zip(bins[:-1], bins[1:])]
 
 
-def latent_charts(runs: Sequence[dict[str, Any]], draws: Mapping[str, pl.DataFrame], reference: pl.DataFrame | None,
+def latent_charts(runs: Sequence[Manifest], draws: Mapping[str, pl.DataFrame], reference: pl.DataFrame | None,
                   names: Mapping[str, str]) -> list[dict[str, Any]]:
     """One chart per (latent, condition): the reference distribution and each model's."""
     if reference is None or not runs:
         return []
-    info = lt.task_info(runs[0])
+    info = lt.task_info(runs[0].task)
     per_model = _model_draws(runs, draws, list(names))
     if not per_model:
         return []
@@ -74,24 +76,23 @@ def latent_charts(runs: Sequence[dict[str, Any]], draws: Mapping[str, pl.DataFra
     return charts
 
 
-def _k_of(row: Mapping[str, Any], note: Mapping[str, Any]) -> int | None:
+def _k_of(row: Mapping[str, Any]) -> int | None:
     """K of a forcing-mass row: its ``K=<k>`` feature (or note ``K``); None for the bound rows."""
     match = re.fullmatch(r"K=(\d+)", str(row["feature"]))
     if match:
         return int(match.group(1))
-    k = note.get("K")
+    k = row["note"].extra.get("K")
     return int(k) if isinstance(k, int) and not isinstance(k, bool) and row["feature"] != "bound" else None
 
 
-def forcing_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str, Any]]:
+def forcing_curves(pooled: Rows, names: Mapping[str, str]) -> list[dict[str, Any]]:
     """Forcing-set mass m_K against K from the ``forcing_mass`` estimates: the reference data (rows of
     every run averaged) and each model's conditions, except those that select on the world draws
     themselves (flagged ``selection_uses_world_draws``: their m_K is inflated by construction)."""
     series: dict[tuple[str | None, str], dict[int, list[dict[str, Any]]]] = {}
-    for row in pooled.iter_rows(named=True):
-        note = note_dict(row["note"])
-        k = _k_of(row, note) if norm_name(row["estimator"]) in FORCING_ESTIMATORS else None
-        if k is None or note.get("selection_uses_world_draws") or row["point"] is None:
+    for row in pooled:
+        k = _k_of(row) if norm_name(row["estimator"]) in FORCING_ESTIMATORS else None
+        if k is None or row["note"].extra.get("selection_uses_world_draws") or row["point"] is None:
             continue
         owner = None if row["condition"] == "reference" else row["model"]
         series.setdefault((owner, row["condition"]), {}).setdefault(k, []).append(row)
@@ -110,12 +111,12 @@ def forcing_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[
     return out
 
 
-def bound_points(pooled: pl.DataFrame) -> list[dict[str, Any]]:
+def bound_points(pooled: Rows) -> list[dict[str, Any]]:
     """The essay's bound 2(1 - m) beside the measured reward@1 vs reward@K latent distance: one point
     per (model, condition, latent) from the ``forcing_mass`` rows whose feature is ``bound``."""
     out = []
-    for row in pooled.iter_rows(named=True):
-        note = note_dict(row["note"])
+    for row in pooled:
+        note = row["note"].extra
         measured = note.get("measured_distance")
         if row["feature"] != "bound" or not isinstance(measured, dict) or row["point"] is None:
             continue
@@ -131,11 +132,10 @@ def bound_points(pooled: pl.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def transfer_points(estimates: pl.DataFrame) -> list[dict[str, Any]]:
+def transfer_points(pooled: Rows) -> list[dict[str, Any]]:
     """Transfer gap (TSTS - TRTS) per model and latent, with its interval."""
-    rows = estimates.filter(pl.col("estimator").map_elements(lambda e: norm_name(e) in TRANSFER_ESTIMATORS, return_dtype=pl.Boolean))
     return [{"model": r["model"], "model_name": r["model_name"], "condition": r["condition"], "feature": r["feature"],
-             "gap": {"point": r["point"], "lower": r["lower"], "upper": r["upper"]}} for r in rows.iter_rows(named=True)]
+             "gap": {"point": r["point"], "lower": r["lower"], "upper": r["upper"]}} for r in pooled if norm_name(r["estimator"]) in TRANSFER_ESTIMATORS]
 
 
 def _num(value: Any) -> float | None:
@@ -155,9 +155,9 @@ def _curve_value(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A curve point's interval, with ``reason`` (why there is none, or None) and its ``flags``."""
     value = _interval(row)
     if value is not None:
-        note = note_dict(row["note"])
-        value["flags"] = flags_of(note, row.get("method"))
-        value["reason"] = withheld_reason(note, value["flags"]) if value["lower"] is None or value["upper"] is None else None
+        note: EstimateNote = row["note"]
+        value["flags"] = note.all_flags(row.get("method"))
+        value["reason"] = (note.no_interval or withheld_reason(None, value["flags"])) if value["lower"] is None or value["upper"] is None else None
     return value
 
 
@@ -175,23 +175,23 @@ def _goodhart_pool(condition: str) -> str:
     return "none" if _goodhart_control(condition) != "none" else condition
 
 
-def goodhart_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str, Any]]:
+def goodhart_curves(pooled: Rows, names: Mapping[str, str]) -> list[dict[str, Any]]:
     """Goodhart curve per (model, pool) from the ``goodhart_curve`` rows: control success (``_success``)
     and mean latent shift (``_shift``) against the KL from the pool (``_kl`` point, else note ``kl``),
     with the reference noise floor (``_shift`` note ``noise_floor``) and the predicted bound (note ``bound``)."""
     cells: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     model_names: dict[str, str] = {}
-    for row in pooled.iter_rows(named=True):
+    for row in pooled:
         if norm_name(row["estimator"]) != "goodhart_curve" or row["feature"] not in ("_kl", "_success", "_shift"):
             continue
         cells.setdefault((row["model"], row["condition"]), {})[row["feature"]] = row
         model_names[row["model"]] = row["model_name"]
     curves: dict[tuple[str, str], dict[str, Any]] = {}
     for (model, condition), rows in cells.items():
-        notes = {f: note_dict(r["note"]) for f, r in rows.items()}
+        notes: dict[str, EstimateNote] = {f: r["note"] for f, r in rows.items()}
         kl = _num(rows["_kl"]["point"]) if "_kl" in rows else None
         if kl is None:
-            kl = next((_num(n.get("kl")) for n in notes.values() if _num(n.get("kl")) is not None), None)
+            kl = next((n.number("kl") for n in notes.values() if n.number("kl") is not None), None)
         success, shift = _curve_value(rows.get("_success")), _curve_value(rows.get("_shift"))
         if kl is None or (success is None and shift is None):
             continue
@@ -199,13 +199,13 @@ def goodhart_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict
         curve = curves.setdefault((model, pool), {"model": model, "model_name": names.get(model, model_names[model]), "pool": pool,
                                                    "points": [], "noise_floor": None, "bound": None})
         curve["points"].append({"condition": condition, "control": _goodhart_control(condition), "kl": kl, "success": success,
-                                "shift": shift, "low_ess": any(bool(n.get("low_ess")) for n in notes.values())})
-        floor = notes.get("_shift", {})
-        if curve["noise_floor"] is None and _num(floor.get("noise_floor")) is not None:
-            curve["noise_floor"] = {"point": _num(floor["noise_floor"]), "lower": _num(floor.get("noise_floor_lower")),
-                                    "upper": _num(floor.get("noise_floor_upper"))}
+                                "shift": shift, "low_ess": any(bool(n.extra.get("low_ess")) for n in notes.values())})
+        floor = notes.get("_shift", EstimateNote())
+        if curve["noise_floor"] is None and floor.number("noise_floor") is not None:
+            curve["noise_floor"] = {"point": floor.number("noise_floor"), "lower": floor.number("noise_floor_lower"),
+                                    "upper": floor.number("noise_floor_upper")}
         if curve["bound"] is None:
-            curve["bound"] = next((_num(n.get("bound")) for n in notes.values() if _num(n.get("bound")) is not None), None)
+            curve["bound"] = next((n.number("bound") for n in notes.values() if n.number("bound") is not None), None)
     rank = {m: i for i, m in enumerate(names)}
     out = []
     for (model, pool), curve in sorted(curves.items(), key=lambda kv: (kv[0][1] != "none", kv[0][1], rank.get(kv[0][0], len(rank)), kv[0][0])):
@@ -214,23 +214,23 @@ def goodhart_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict
     return out
 
 
-def sync_curves(pooled: pl.DataFrame, names: Mapping[str, str]) -> list[dict[str, Any]]:
+def sync_curves(pooled: Rows, names: Mapping[str, str]) -> list[dict[str, Any]]:
     """Synchronisation curve per model from the ``sync_marginal`` rows: distance to the reference against
     the number of exemplars n (condition ``sync@<n>``, note ``n_exemplars``), one series per feature,
     each point with its noise floor (note ``noise_floor``)."""
     per_model: dict[str, dict[str, list[dict[str, Any]]]] = {}
     model_names: dict[str, str] = {}
-    for row in pooled.iter_rows(named=True):
+    for row in pooled:
         if norm_name(row["estimator"]) != "sync_marginal" or row["feature"] is None:
             continue
-        note = note_dict(row["note"])
+        note = row["note"]
         match = re.fullmatch(r"sync@(\d+)", str(row["condition"]))
-        n = note.get("n_exemplars")
+        n = note.extra.get("n_exemplars")
         n = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) else int(match.group(1)) if match else None
         value = _curve_value(row)
         if n is None or value is None:
             continue
-        per_model.setdefault(row["model"], {}).setdefault(str(row["feature"]), []).append({"n": n, **value, "noise_floor": _num(note.get("noise_floor"))})
+        per_model.setdefault(row["model"], {}).setdefault(str(row["feature"]), []).append({"n": n, **value, "noise_floor": note.number("noise_floor")})
         model_names[row["model"]] = row["model_name"]
     rank = {m: i for i, m in enumerate(names)}
     out = []

@@ -33,8 +33,8 @@ import polars as pl
 from harness.leaderboard import jointboot as jb
 from harness.leaderboard import latents as lt
 from harness.leaderboard import score
-from harness.leaderboard.document import pooled_estimates
-from harness.records import EstimateNote, json_safe
+from harness.leaderboard.document import pooled_estimates, pooled_rows
+from harness.records import json_safe
 from harness.stats.flags import UNDECIDABLE, describe
 
 _SECTION = ("task", "task_version", "reference_hash")
@@ -46,9 +46,9 @@ def _finite(x: Any) -> bool:
 
 
 def side_problem(row: Mapping[str, Any], flags: list[str], label: str) -> str | None:
-    """Why a side's row cannot decide a comparison (None when it can)."""
+    """Why a side's row (a pooled row, its ``note`` parsed) cannot decide a comparison (None when it can)."""
     if not (_finite(row["lower"]) and _finite(row["upper"])):
-        why = EstimateNote.parse(row.get("note")).no_interval
+        why = row["note"].no_interval
         return f"{label} has no interval" + (f" ({why})" if why else "")
     if row["upper"] - row["lower"] <= 0:
         return f"{label}'s interval has zero width"
@@ -56,16 +56,16 @@ def side_problem(row: Mapping[str, Any], flags: list[str], label: str) -> str | 
     return f"{label} is flagged {describe(bad)}" if bad else None
 
 
-def _cell_flags(est: pl.DataFrame) -> dict[tuple[str, str, str], list[str]]:
+def _cell_flags(side: score.SideData) -> dict[tuple[str, str, str], list[str]]:
     """Every flag any run of a cell carries (pooling must not drop a flag one run raised)."""
     out: dict[tuple[str, str, str], set[str]] = {}
-    for r in est.iter_rows(named=True):
-        out.setdefault((r["estimator"], r["condition"], r["feature"]), set()).update(EstimateNote.parse(r["note"]).all_flags(r["method"]))
+    for r in side.estimates.iter_rows(named=True):
+        out.setdefault((r["estimator"], r["condition"], r["feature"]), set()).update(side.notes[r["note"]].all_flags(r["method"]))
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _cell_rows(est: pl.DataFrame) -> dict[tuple[str, str, str], dict[str, Any]]:
-    return {(r["estimator"], r["condition"], r["feature"]): r for r in pooled_estimates(est).iter_rows(named=True)}
+def _cell_rows(side: score.SideData) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(r["estimator"], r["condition"], r["feature"]): r for r in pooled_rows(pooled_estimates(side.estimates, side.notes))}
 
 
 def _iv(row: Mapping[str, Any]) -> score.Interval:
@@ -126,20 +126,20 @@ def compare_section(key: tuple[Any, ...], side_a: score.SideData, side_b: score.
                     reference: pl.DataFrame | None, n_boot: int, seed: int) -> dict[str, Any]:
     """Compare two sides (their estimate rows and runs in this section) on one section."""
     sides = {"A": side_a, "B": side_b}
-    est_a, est_b, runs_a, runs_b = side_a.estimates, side_b.estimates, list(side_a.runs), list(side_b.runs)
-    shared, scores, boot, _ = score.score_sides(sides, runs_a[0].get("task"), draws, reference, n_boot, seed)
+    runs_a, runs_b = list(side_a.runs), list(side_b.runs)
+    shared, scores, boot, _ = score.score_sides(sides, runs_a[0].task, draws, reference, n_boot, seed)
     if boot is None and reference is not None:  # neither side ran latent_shift: rows still get their bootstrap
         pooled = {name: jb.side_draws(side.runs, draws) for name, side in sides.items()}
         if all(frame is not None for frame in pooled.values()):
-            boot = jb.JointBootstrap(lt.task_info(runs_a[0]), reference, pooled, n_boot, seed)
-    cells_a, cells_b = _cell_rows(est_a), _cell_rows(est_b)
-    flags_a, flags_b = _cell_flags(est_a), _cell_flags(est_b)
+            boot = jb.JointBootstrap(lt.task_info(runs_a[0].task), reference, pooled, n_boot, seed)
+    cells_a, cells_b = _cell_rows(side_a), _cell_rows(side_b)
+    flags_a, flags_b = _cell_flags(side_a), _cell_flags(side_b)
     rows = [_row(cell, cells_a[cell], cells_b[cell], flags_a.get(cell, []), flags_b.get(cell, []), boot)
             for cell in sorted(set(cells_a) & set(cells_b), key=str)]
     task, version, ref_hash = key
     paired = bool(boot and {"A", "B"} <= set(boot.sides) and boot.paired("A", "B"))
-    return {"task": task, "task_version": version, "reference_hash": ref_hash, "seeds": sorted({int(m.get("seed") or 0) for m in runs_a + runs_b}),
-            "runs_a": [m["run_id"] for m in runs_a], "runs_b": [m["run_id"] for m in runs_b], "paired_contexts": paired,
+    return {"task": task, "task_version": version, "reference_hash": ref_hash, "seeds": sorted({int(m.seed or 0) for m in runs_a + runs_b}),
+            "runs_a": [m.run_id for m in runs_a], "runs_b": [m.run_id for m in runs_b], "paired_contexts": paired,
             "score": _score_row(shared, scores), "cells": rows, "only_a": len(set(cells_a) - set(cells_b)), "only_b": len(set(cells_b) - set(cells_a))}
 
 
@@ -148,8 +148,8 @@ def compare(data_a, data_b, *, label_a: str = "A", label_b: str = "B", n_boot: i
     from harness.errors import DataError
 
     sections = []
-    man_a = {m["run_id"]: m for m in data_a.manifests}
-    man_b = {m["run_id"]: m for m in data_b.manifests}
+    man_a = {m.run_id: m for m in data_a.manifests}
+    man_b = {m.run_id: m for m in data_b.manifests}
     keys_a = {tuple(k) for k in data_a.estimates.select(_SECTION).unique().iter_rows()}
     keys_b = {tuple(k) for k in data_b.estimates.select(_SECTION).unique().iter_rows()}
     notes = []
@@ -158,21 +158,22 @@ def compare(data_a, data_b, *, label_a: str = "A", label_b: str = "B", n_boot: i
         ea, eb = data_a.estimates.filter(*cond), data_b.estimates.filter(*cond)
         runs_a = [man_a[r] for r in ea["run_id"].unique().sort()]
         runs_b = [man_b[r] for r in eb["run_id"].unique().sort()]
-        seeds = {m.get("seed") for m in runs_a} & {m.get("seed") for m in runs_b}
+        seeds = {m.seed for m in runs_a} & {m.seed for m in runs_b}
         if seeds:  # pair seed with seed; unmatched seeds would make the two sides' designs differ
-            dropped = [m["run_id"] for m in runs_a + runs_b if m.get("seed") not in seeds]
+            dropped = [m.run_id for m in runs_a + runs_b if m.seed not in seeds]
             if dropped:
                 notes.append(f"{key[0]}: left out runs whose seed the other side lacks: {', '.join(dropped)}")
-            runs_a = [m for m in runs_a if m.get("seed") in seeds]
-            runs_b = [m for m in runs_b if m.get("seed") in seeds]
-            ea = ea.filter(pl.col("run_id").is_in([m["run_id"] for m in runs_a]))
-            eb = eb.filter(pl.col("run_id").is_in([m["run_id"] for m in runs_b]))
+            runs_a = [m for m in runs_a if m.seed in seeds]
+            runs_b = [m for m in runs_b if m.seed in seeds]
+            ea = ea.filter(pl.col("run_id").is_in([m.run_id for m in runs_a]))
+            eb = eb.filter(pl.col("run_id").is_in([m.run_id for m in runs_b]))
         else:
             notes.append(f"{key[0]}: the two sides share no seed, so their contexts are not paired")
         reference = data_a.references.get(str(key[2]))
         reference = data_b.references.get(str(key[2])) if reference is None else reference
         draws = {**data_a.draws, **data_b.draws}
-        sections.append(compare_section(key, score.SideData(ea, runs_a), score.SideData(eb, runs_b), draws, reference, n_boot, seed))
+        side_a, side_b = score.SideData(ea, runs_a, data_a.notes), score.SideData(eb, runs_b, data_b.notes)
+        sections.append(compare_section(key, side_a, side_b, draws, reference, n_boot, seed))
     if not sections:
         only = lambda keys: ", ".join(f"{t} v{v} ({h})" for t, v, h in sorted(keys, key=str)) or "none"  # noqa: E731
         raise DataError(f"{label_a} and {label_b} share no task with the same version and reference data (A: {only(keys_a)}; B: {only(keys_b)})",

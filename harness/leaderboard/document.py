@@ -16,9 +16,9 @@ import polars as pl
 from harness import __version__
 from harness.leaderboard import chartdata, score
 from harness.leaderboard.fmt import slug
-from harness.leaderboard.runs import scrub_secrets
+from harness.leaderboard.runs import scrubbed
 from harness.protocols import LeaderboardData
-from harness.records import EstimateNote, json_safe, note_dict
+from harness.records import EstimateNote, Manifest, json_safe
 from harness.stats.flags import flags_of
 
 SCHEMA_VERSION = 1
@@ -60,47 +60,50 @@ def _pooled_end(column: str) -> pl.Expr:
     return pl.when(values.is_null().any()).then(pl.lit(None, dtype=pl.Float64)).otherwise(values.mean()).alias(column)
 
 
-def pooled_estimates(estimates: pl.DataFrame) -> pl.DataFrame:
+def pooled_estimates(estimates: pl.DataFrame, notes: Mapping[Any, EstimateNote]) -> pl.DataFrame:
     """One row per (model, estimator, condition, feature): runs of a model pooled by averaging
     points and interval ends (conservative whatever the runs' correlation: sd of a mean is at most
     the mean of the sds);
-    a row one of whose runs has no interval has none."""
+    a row one of whose runs has no interval has none. ``notes`` are the rows' parsed notes
+    (``LeaderboardData.notes``); the pooled ``note`` is JSON text, as in a run's estimates."""
     keys = ["model", "estimator", "condition", "feature"]
     grouped = estimates.group_by(keys, maintain_order=True).agg(
         pl.col("model_name").first(), pl.col("point").fill_nan(None).mean(), _pooled_end("lower"), _pooled_end("upper"),
         pl.col("n").sum(), pl.col("method").first(), pl.col("note"), pl.col("run_id").n_unique().alias("runs"),
     )
-    notes = [json.dumps(_pool_note([note_dict(n) for n in ns]), sort_keys=True) for ns in grouped["note"].to_list()]
-    return grouped.with_columns(pl.Series("note", notes, dtype=pl.Utf8))
+    pooled = [json.dumps(_pool_note([notes[n].to_dict() for n in ns]), sort_keys=True) for ns in grouped["note"].to_list()]
+    return grouped.with_columns(pl.Series("note", pooled, dtype=pl.Utf8))
 
 
-def provenance(manifest: Mapping[str, Any]) -> dict[str, Any]:
+def pooled_rows(pooled: pl.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a :func:`pooled_estimates` table, each ``note`` parsed once (an :class:`EstimateNote`)."""
+    return [row | {"note": EstimateNote.parse(row["note"])} for row in pooled.iter_rows(named=True)]
+
+
+def provenance(manifest: Manifest) -> dict[str, Any]:
     """A run's provenance row: public model spec, versions, task, reference, counts, seeds."""
-    m = scrub_secrets(dict(manifest))
-    model = m.get("model") or {}
+    m = scrubbed(manifest)
     return {
-        "run_id": str(m.get("run_id")), "status": m.get("status"),
-        "model": model.get("model_id"), "model_name": model.get("display_name") or model.get("model_id"),
-        "spec": {k: model.get(k) for k in ("backend", "model", "options", "label")},
-        "harness_version": m.get("harness_version"), "plugins": m.get("plugins") or {}, "components": m.get("components") or [],
-        "task": m.get("task_name"), "task_version": m.get("task_version"), "reference_hash": m.get("reference_hash"),
-        "seed": m.get("seed"), "plan": m.get("plan") or {}, "counts": m.get("counts") or {}, "usage": m.get("usage") or {},
-        "created": m.get("created"), "finished": m.get("finished"),
+        "run_id": str(m.run_id), "status": m.status, "model": m.model.model_id, "model_name": m.model.name, "spec": m.model.spec(),
+        "harness_version": m.harness_version, "plugins": m.plugins or {}, "components": m.components or [],
+        "task": m.task_name, "task_version": m.task_version, "reference_hash": m.reference_hash,
+        "seed": m.seed, "plan": m.plan or {}, "counts": m.counts or {}, "usage": m.usage or {},
+        "created": m.created, "finished": m.finished,
     }
 
 
-def _examples(runs: list[dict[str, Any]], draws: Mapping[str, pl.DataFrame]) -> list[dict[str, Any]]:
+def _examples(runs: list[Manifest], draws: Mapping[str, pl.DataFrame]) -> list[dict[str, Any]]:
     """A few generated items per pool, in draw-key order (the first contexts' first samples)."""
     out, per_pool = [], {}
     for m in runs:
-        frame = draws.get(m["run_id"])
+        frame = draws.get(m.run_id)
         if frame is None or not {"pool", "text"} <= set(frame.columns):
             continue
         order = [c for c in ("pool", "context_id", "sample_index") if c in frame.columns]
         for (pool,), rows in frame.sort(order).group_by("pool", maintain_order=True):
             room = EXAMPLES_PER_POOL - per_pool.get(pool, 0)  # across the model's runs, not per run
             for text in rows["text"].drop_nulls().head(max(0, room)).to_list():
-                out.append({"run_id": m["run_id"], "pool": pool, "text": text})
+                out.append({"run_id": m.run_id, "pool": pool, "text": text})
                 per_pool[pool] = per_pool.get(pool, 0) + 1
     return out
 
@@ -121,8 +124,8 @@ def _separation_messages(keys: list[tuple[Any, Any, Any]]) -> list[str]:
 
 
 def _estimate_entry(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One pooled estimate as the document holds it, with its flags read once for every writer."""
-    note = EstimateNote.parse(row["note"])
+    """One pooled estimate (a :func:`pooled_rows` row) as the document holds it, with its flags read once for every writer."""
+    note = row["note"]
     entry = {k: row[k] for k in ("model", "model_name", "estimator", "condition", "feature", "point", "lower", "upper", "n", "method", "runs")}
     return entry | {"note": note.to_dict(), "flags": note.all_flags(row["method"])}
 
@@ -143,17 +146,17 @@ def ranked_extras(r: Any) -> dict[str, Any]:
             "no_interval": None if not reason else str(reason)}
 
 
-def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, Any]], data: LeaderboardData) -> dict[str, Any]:
+def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[Manifest], data: LeaderboardData) -> dict[str, Any]:
     task, version, ref_hash = key
     reference = data.references.get(str(ref_hash)) if ref_hash is not None else None
-    ranked, shared, notes = score.rank_section(est, runs[0].get("task") if runs else None, runs=runs, draws=data.draws, reference=reference)
-    pooled = pooled_estimates(est)
+    ranked, shared, notes = score.rank_section(est, runs[0].task if runs else None, runs=runs, draws=data.draws, reference=reference)
     names = {r.model: r.model_name for r in ranked}
     order = {r.model: i for i, r in enumerate(ranked)}
-    pooled = pooled.with_columns(pl.col("model").replace_strict(order, default=len(order)).alias("_order")).sort("estimator", "condition", "feature", "_order")
+    pooled = pooled_rows(pooled_estimates(est, data.notes).with_columns(pl.col("model").replace_strict(order, default=len(order)).alias("_order"))
+                         .sort("estimator", "condition", "feature", "_order"))
     models = []
     for r in ranked:
-        model_runs = [m for m in runs if m["model"].get("model_id") == r.model]
+        model_runs = [m for m in runs if m.model.model_id == r.model]
         models.append({
             "id": slug(r.model, "model-"), "rank": r.rank, "model": r.model, "model_name": r.model_name, "runs": list(r.runs),
             "score": r.score.as_dict() if r.score else None, "n_cells": r.n_cells,
@@ -163,7 +166,7 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, 
     return {
         "id": slug(f"{task}|{version}|{ref_hash}", "task-"), "task": task, "task_version": version, "reference_hash": ref_hash,
         "score_cells": [{"condition": c, "feature": f} for c, f in shared], "notes": notes, "models": models,
-        "estimates": [_estimate_entry(row) for row in pooled.iter_rows(named=True)],
+        "estimates": [_estimate_entry(row) for row in pooled],
         "charts": {
             "latents": chartdata.latent_charts(runs, data.draws, reference, names),
             "forcing": chartdata.forcing_curves(pooled, names),
@@ -172,7 +175,7 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[dict[str, 
             "goodhart": chartdata.goodhart_curves(pooled, names),
             "sync": chartdata.sync_curves(pooled, names),
         },
-        "runs": [m["run_id"] for m in runs],
+        "runs": [m.run_id for m in runs],
     }
 
 
@@ -188,18 +191,19 @@ def document_of(data: LeaderboardData) -> Mapping[str, Any]:
 
 def build_document(data: LeaderboardData) -> dict[str, Any]:
     """Merge, group by (task, task version, reference hash), rank, and collect provenance and charts."""
-    manifests = {str(m["run_id"]): scrub_secrets(dict(m)) for m in data.manifests}
+    manifests = {str(m.run_id): scrubbed(m) for m in data.manifests}
     est = data.estimates
     keys = [tuple(k) for k in est.select(_SECTION_KEY).unique().sort(_SECTION_KEY, nulls_last=True).iter_rows()]
     sections = []
     for key in keys:
         cond = [pl.col(c).is_null() if v is None else pl.col(c) == v for c, v in zip(_SECTION_KEY, key)]
         part = est.filter(*cond)
-        runs = [manifests[r] for r in part["run_id"].unique().sort().to_list() if r in manifests]
-        for m in runs:  # a manifest without a model block still groups by the estimates' model id
-            m["model"] = dict(m.get("model") or {})
-            m["model"].setdefault("model_id", part.filter(pl.col("run_id") == m["run_id"])["model"][0])
-        sections.append(_section(key, part, runs, data))
+        run_ids = [r for r in part["run_id"].unique().sort().to_list() if r in manifests]
+        for r in run_ids:  # a manifest without a model id still groups by the estimates' model id
+            if manifests[r].model.model_id is None:
+                model_id = part.filter(pl.col("run_id") == r)["model"][0]
+                manifests[r] = replace(manifests[r], model=replace(manifests[r].model, model_id=model_id))
+        sections.append(_section(key, part, [manifests[r] for r in run_ids], data))
     models: dict[str, dict[str, Any]] = {}
     for section in sections:
         for m in section["models"]:

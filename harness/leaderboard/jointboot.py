@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from scipy.stats import t as t_dist
 
 from harness.leaderboard import latents as lt
+from harness.records import Manifest
 from harness.stats.bootstrap import Clusters, chunk_sizes
 from harness.stats.common import feature_kind, valid
 from harness.stats.distances import code_values, distance
@@ -66,14 +67,14 @@ def context_keys(draws: pl.DataFrame, run_id: str, seed: Any) -> pl.Series:
     return draws.select(pl.concat_str([owner, n_ex, context, exemplars], separator="|").alias("_key")).to_series()
 
 
-def side_draws(runs: Sequence[Mapping[str, Any]], draws: Mapping[str, pl.DataFrame]) -> pl.DataFrame | None:
+def side_draws(runs: Sequence[Manifest], draws: Mapping[str, pl.DataFrame]) -> pl.DataFrame | None:
     """The draws of one side (a model's runs) pooled, with a context key; None when a run lacks them."""
     frames = []
     for m in runs:
-        frame = draws.get(str(m["run_id"]))
+        frame = draws.get(str(m.run_id))
         if frame is None or "pool" not in frame.columns:
             return None  # one run without draws: the side cannot be resampled as a whole
-        frames.append(frame.with_columns(context_keys(frame, str(m["run_id"]), m.get("seed"))))
+        frames.append(frame.with_columns(context_keys(frame, str(m.run_id), m.seed)))
     return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
 

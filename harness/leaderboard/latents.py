@@ -11,6 +11,7 @@ Their reference side is F(H) for ``none`` and F(H | Z = v) otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,9 +36,9 @@ class TaskInfo:
     latents: tuple[str, ...]
 
 
-def task_info(manifest: dict[str, Any]) -> TaskInfo:
-    """Proxy feature, its targets and the latents, from ``manifest["task"]`` (TaskSpec.to_dict())."""
-    task = manifest.get("task") or {}
+def task_info(task: Mapping[str, Any] | None) -> TaskInfo:
+    """Proxy feature, its targets and the latents, from a task spec (``TaskSpec.to_dict()``, a manifest's ``task``)."""
+    task = task or {}
     proxy = task.get("proxy") or {}
     return TaskInfo(proxy.get("feature"), tuple(proxy.get("values") or ()), tuple(task.get("latents") or ()))
 

@@ -18,6 +18,7 @@ from typing import Any
 from harness.leaderboard.fmt import fmt_row, md_cell, md_escape
 from harness.leaderboard.markdown import labels, rank_text
 from harness.leaderboard.score import norm_name
+from harness.records import Manifest
 from harness.stats import flags as fl
 
 MARKER = "<!-- written by `mimic report` from the runs' manifests and estimates; regenerate it, do not edit it -->"
@@ -74,17 +75,17 @@ def _span(values: Iterable[Any]) -> str:
     return ", ".join(shown) if shown else "not recorded"
 
 
-def _seconds(manifest: Mapping[str, Any]) -> float | None:
-    timings = manifest.get("timings") or {}
+def _seconds(manifest: Manifest) -> float | None:
+    timings = manifest.timings or {}
     if isinstance(timings.get("total"), (int, float)):
         return float(timings["total"])
     phases = [v for v in timings.values() if isinstance(v, (int, float))]
     return float(sum(phases)) if phases else None
 
 
-def _plan_line(task: str, manifests: Sequence[Mapping[str, Any]]) -> str:
+def _plan_line(task: str, manifests: Sequence[Manifest]) -> str:
     plans = {(p.get("contexts"), p.get("samples_per_context"), p.get("n_exemplars"), tuple(p.get("pools") or []),
-              tuple(p.get("context_sizes") or [])) for p in (m.get("plan") or {} for m in manifests)}
+              tuple(p.get("context_sizes") or [])) for p in (m.plan or {} for m in manifests)}
     parts = []
     for contexts, samples, k, pools, sizes in sorted(plans, key=str):
         text = f"{contexts} contexts x {samples} samples per pool, {k} exemplars per context"
@@ -94,7 +95,7 @@ def _plan_line(task: str, manifests: Sequence[Mapping[str, Any]]) -> str:
     return f"- {md_escape(task)}: " + "; ".join(parts)
 
 
-def made(doc: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]) -> list[str]:
+def made(doc: Mapping[str, Any], manifests: Sequence[Manifest]) -> list[str]:
     """How the board was made, from the manifests: models, tasks, seeds, plan, draws, dates, time."""
     runs = doc["runs"]
     models = sorted({(r["model_name"], f"{(r.get('spec') or {}).get('backend')}:{(r.get('spec') or {}).get('model')}") for r in runs}, key=str)
@@ -106,16 +107,16 @@ def made(doc: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]) -> list
              "- Models: " + "; ".join(f"{md_escape(name)} ({_code(spec)})" for name, spec in models) + ".",
              "- Tasks: " + "; ".join(f"{md_escape(t)} v{v} (reference data hash {_code(h)})" for t, v, h in tasks) + ".",
              f"- Seeds: {_span(r.get('seed') for r in runs)}.", "- Plan:"]
-    by_task: dict[str, list[Mapping[str, Any]]] = {}
+    by_task: dict[str, list[Manifest]] = {}
     for m in manifests:
-        by_task.setdefault(str(m.get("task_name")), []).append(m)
+        by_task.setdefault(str(m.task_name), []).append(m)
     lines += ["  " + _plan_line(task, ms) for task, ms in sorted(by_task.items())]
     lines.append(f"- Draws: {done} of {planned} planned ({cached} read from the draw cache).")
     created = sorted(str(r["created"]) for r in runs if r.get("created"))
     finished = sorted(str(r["finished"]) for r in runs if r.get("finished"))
     if created:
         lines.append(f"- Dates: first run created {created[0]}" + (f", last finished {finished[-1]}." if finished else "."))
-    seconds = {str(m.get("run_id")): _seconds(m) for m in manifests}
+    seconds = {str(m.run_id): _seconds(m) for m in manifests}
     known = {k: v for k, v in seconds.items() if v is not None}
     if known:
         per_run = ", ".join(f"{_code(k)} {v:.1f} s" for k, v in sorted(known.items()))
@@ -312,7 +313,7 @@ def closing(doc: Mapping[str, Any], comparisons: int, decided: int) -> list[str]
     return ["## In short", "", f"{first} {second}", ""]
 
 
-def render_report(doc: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]) -> str:
+def render_report(doc: Mapping[str, Any], manifests: Sequence[Manifest]) -> str:
     """The whole findings page (Markdown) of a leaderboard document and its runs' manifests."""
     scores, comparisons, decided = sync_scores(doc)
     lines = [MARKER, "", "# Leaderboard findings", "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ def run_manifest(run_dir: Path) -> Manifest:
         raise DataError(exc.message, exc.hint) from None
     if manifest.run_id is None:
         raise DataError(f"{run_dir / MANIFEST_FILE} is not a run manifest (no run_id)", "point at run directories written by `mimic run`")
+    return scrubbed(manifest)
+
+
+def scrubbed(manifest: Manifest) -> Manifest:
+    """A copy of ``manifest`` without secret-looking options (:func:`scrub_secrets`)."""
     return Manifest.from_dict(scrub_secrets(manifest.to_dict()))
 
 
@@ -135,14 +141,14 @@ def load_runs(paths: Iterable[str | Path], *, with_draws: bool = True, say: Say 
 
     Runs without estimates are skipped and a run id seen twice is read once; both are reported
     through ``say``. Runs whose status is not ``complete`` are kept and flagged in provenance.
-    The manifests are handed on in their JSON form (``Manifest.to_dict()``, plus ``run_dir``).
+    Each estimate's note is parsed once, here (``LeaderboardData.notes``).
     """
     say = say or (lambda message: None)
-    frames, manifests, draws, references = [], [], {}, {}
+    frames, manifests, run_dirs, draws, references = [], [], {}, {}, {}
     for run_dir in find_run_dirs(paths):
         manifest = run_manifest(run_dir)
         run_id = str(manifest.run_id)
-        if any(m["run_id"] == run_id for m in manifests):
+        if run_id in run_dirs:
             say(f"run {run_id} appears twice (again at {run_dir}); reading it once")
             continue
         estimates = read_estimates(run_dir, manifest)
@@ -152,7 +158,8 @@ def load_runs(paths: Iterable[str | Path], *, with_draws: bool = True, say: Say 
         if manifest.status not in (None, "complete"):
             say(f"run {run_id} has status {manifest.status}: its estimates come from the draws it finished")
         frames.append(estimates.with_columns(pl.lit(run_id).alias("run_id")))
-        manifests.append({**manifest.to_dict(), "run_id": run_id, "run_dir": str(run_dir)})
+        manifests.append(replace(manifest, run_id=run_id))
+        run_dirs[run_id] = run_dir
         if with_draws:
             run_draws = read_draws(run_dir)
             if run_draws is not None:
@@ -163,5 +170,6 @@ def load_runs(paths: Iterable[str | Path], *, with_draws: bool = True, say: Say 
                 references[str(ref_hash)] = reference
     if not frames:
         raise DataError("none of the runs found has estimates", "wait for the runs to finish, or re-run them")
-    return LeaderboardData(estimates=pl.concat(frames, how="vertical"), manifests=manifests, draws=draws, references=references)
+    return LeaderboardData(estimates=pl.concat(frames, how="vertical"), manifests=manifests, draws=draws, references=references,
+                           run_dirs=run_dirs)
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from harness.leaderboard import jointboot as jb
 from harness.leaderboard import latents as lt
+from harness.records import EstimateNote, Manifest
 from harness.stats.flags import INSUFFICIENT_DATA, describe
 
 # Names of the built-in estimators (harness.builtin.estimators) the score and charts read; compared
@@ -164,10 +165,12 @@ class SideScore:
 
 @dataclass(frozen=True)
 class SideData:
-    """What scoring one side needs: its estimate rows and run manifests."""
+    """What scoring one side needs: its estimate rows and run manifests (and, for comparing rows,
+    the rows' parsed notes: ``LeaderboardData.notes``)."""
 
     estimates: pl.DataFrame
-    runs: Sequence[Mapping[str, Any]]
+    runs: Sequence[Manifest]
+    notes: Mapping[Any, EstimateNote] = field(default_factory=dict)
 
 
 def score_sides(sides: Mapping[str, SideData], task: Mapping[str, Any] | None, draws: Mapping[str, pl.DataFrame],
@@ -181,7 +184,7 @@ def score_sides(sides: Mapping[str, SideData], task: Mapping[str, Any] | None, d
     scored = {name: side for name, side in sides.items() if has_shift_rows(side.estimates)}
     pooled = {name: jb.side_draws(side.runs, draws) for name, side in scored.items()} if reference is not None else {}
     pooled = {name: frame for name, frame in pooled.items() if frame is not None}
-    info = lt.task_info({"task": task})
+    info = lt.task_info(task)
     boot = jb.JointBootstrap(info, reference, pooled, n_boot, seed) if pooled else None
     points = {name: estimate_points(side.estimates) for name, side in scored.items()}
     candidates = task_cells(task) or sorted(set().union(*(set(p) for p in points.values())) if points else set())
@@ -273,7 +276,7 @@ def _notes(names: Mapping[str, str], scores: Mapping[str, SideScore], shared: li
     return notes
 
 
-def rank_section(estimates: pl.DataFrame, task: Mapping[str, Any] | None = None, *, runs: Sequence[Mapping[str, Any]] = (),
+def rank_section(estimates: pl.DataFrame, task: Mapping[str, Any] | None = None, *, runs: Sequence[Manifest] = (),
                  draws: Mapping[str, pl.DataFrame] | None = None, reference: pl.DataFrame | None = None,
                  n_boot: int = jb.SCORE_BOOT, seed: int = 0) -> tuple[list[Ranked], list[tuple[str, str]], list[str]]:
     """Rank the models of one section (one task, version and reference hash).
@@ -287,8 +290,8 @@ def rank_section(estimates: pl.DataFrame, task: Mapping[str, Any] | None = None,
     run_ids: dict[str, list[str]] = {}
     for m, r in zip(models["model"], models["run_id"]):
         run_ids.setdefault(m, []).append(r)
-    manifests = {str(m["run_id"]): m for m in runs}
-    sides = {m: SideData(estimates.filter(pl.col("model") == m), [manifests.get(r, {"run_id": r}) for r in rs]) for m, rs in run_ids.items()}
+    manifests = {str(m.run_id): m for m in runs}
+    sides = {m: SideData(estimates.filter(pl.col("model") == m), [manifests.get(r, Manifest(run_id=r)) for r in rs]) for m, rs in run_ids.items()}
     shared, scores, _, notes = score_sides(sides, task, draws or {}, reference, n_boot, seed)
     notes += _notes(names, scores, shared, run_ids)
     ranks = _ranks(scores)

@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from harness.protocols import EstimationInputs, LeaderboardData, Selection
+from harness.records import Manifest, ManifestModel
 from harness.taskspec import ComponentRef, ControlSpec, FeatureRef, ProxySpec, RenderSpec, SamplingPlan, TaskSpec
 
 LEVELS = np.array(["h0", "h1", "h2", "h3"])
@@ -136,7 +137,7 @@ class PlantedReference:
 
 
 def planted_run(reference: PlantedReference, model: str, spec: MimicSpec, *, plan_seed: int, sample_seed: int,
-                contexts: int, samples: int, n_boot: int = 200) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+                contexts: int, samples: int, n_boot: int = 200) -> tuple[Manifest, pl.DataFrame, pl.DataFrame]:
     """One run: (manifest, draws, estimates) as :func:`harness.leaderboard.runs.load_runs` would read them."""
     from harness.estimation import run_estimators
     from harness.stats.est_shift import LatentShift
@@ -150,9 +151,9 @@ def planted_run(reference: PlantedReference, model: str, spec: MimicSpec, *, pla
     estimates = run_estimators({"latent_shift": LatentShift({"n_boot": n_boot})}, inputs).with_columns(
         pl.lit(run_id).alias("run_id"), pl.lit(f"planted:{model}").alias("model"), pl.lit(model).alias("model_name"),
         pl.lit(TASK_NAME).alias("task"), pl.lit(1, dtype=pl.Int64).alias("task_version"), pl.lit(reference_hash).alias("reference_hash"))
-    manifest = {"schema_version": 1, "run_id": run_id, "status": "complete", "model": {"model_id": f"planted:{model}", "display_name": model},
-                "task": task.to_dict(), "task_name": TASK_NAME, "task_version": 1, "reference_hash": reference_hash, "seed": plan_seed,
-                "plan": {"pools": list(POOLS), "contexts": contexts, "samples_per_context": samples, "n_exemplars": EXEMPLARS}}
+    manifest = Manifest(run_id=run_id, status="complete", model=ManifestModel(model_id=f"planted:{model}", display_name=model),
+                        task=task.to_dict(), task_name=TASK_NAME, task_version=1, reference_hash=reference_hash, seed=plan_seed,
+                        plan={"pools": list(POOLS), "contexts": contexts, "samples_per_context": samples, "n_exemplars": EXEMPLARS})
     return manifest, draws, estimates
 
 
@@ -168,7 +169,7 @@ def planted_pair(seed: int, *, contexts: int, samples: int, a: MimicSpec = Mimic
         plan_seed = seed if paired or i == 0 else seed + 1_000_000
         manifest, draws, estimates = planted_run(PlantedReference(reference, ref_hash), name, spec, plan_seed=plan_seed,
                                                  sample_seed=1000 * seed + i + 1, contexts=contexts, samples=samples, n_boot=n_boot)
-        sides.append(LeaderboardData(estimates, [manifest], {manifest["run_id"]: draws}, {ref_hash: reference}))
+        sides.append(LeaderboardData(estimates, [manifest], {manifest.run_id: draws}, {ref_hash: reference}))
     return sides[0], sides[1]
 
 
@@ -197,7 +198,7 @@ def trial(seed: int, *, contexts: int, samples: int, a: MimicSpec = MimicSpec(),
 
     side_a, side_b = planted_pair(seed, contexts=contexts, samples=samples, a=a, b=b, n_boot=estimator_boot, paired=paired)
     board = merged(side_a, side_b)
-    ranked, _, _ = score.rank_section(board.estimates, board.manifests[0]["task"], runs=board.manifests, draws=board.draws,
+    ranked, _, _ = score.rank_section(board.estimates, board.manifests[0].task, runs=board.manifests, draws=board.draws,
                                       reference=next(iter(board.references.values())), n_boot=n_boot, seed=seed)
     ranks = {r.model: r.rank for r in ranked}
     rank_a, rank_b = ranks.get("planted:mimic-a"), ranks.get("planted:mimic-b")

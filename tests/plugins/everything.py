@@ -45,7 +45,7 @@ class TextWriter:
     def write(self, data, out_dir):
         """Write runs.txt."""
         path = out_dir / "runs.txt"
-        path.write_text("\n".join(m.get("run_id", "?") for m in data.manifests))
+        path.write_text("\n".join(m.run_id or "?" for m in data.manifests))
         return [path]
 
 
