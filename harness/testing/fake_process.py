@@ -1,6 +1,6 @@
 """Run the fake OpenAI server in a child process, so it does not share the client's GIL (benchmarks).
 
-    python -m harness.testing.fake_process --port 0 --latency-ms 50 --fault rate_limit=0.01
+    python -m harness.testing.fake_process --port 0 --latency-ms 50 --max-concurrency 16 --fault rate_limit=0.01
 
 prints the base URL and serves until SIGTERM/SIGINT.
 """
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=None)
+    parser.add_argument("--max-concurrency", type=int, default=None, help="requests served at once; the rest wait in a queue")
     parser.add_argument("--api-key-env", metavar="NAME", help="require the key held in this environment variable")
     parser.add_argument("--model", action="append", help="serve only these model names (repeatable)")
     parser.add_argument("--fault", action="append", default=[], metavar="NAME=RATE", help=f"one of {', '.join(FAULTS)}")
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings: dict[str, Any] = json.loads(args.settings_json) if args.settings_json else {}
-    for name, value in (("latency_ms", args.latency_ms), ("fault_seed", args.fault_seed), ("retry_after", args.retry_after)):
+    for name, value in (("latency_ms", args.latency_ms), ("fault_seed", args.fault_seed), ("retry_after", args.retry_after),
+                        ("max_concurrency", args.max_concurrency)):
         if value is not None:
             settings[name] = value
     if args.model:

@@ -5,6 +5,7 @@ In a test (a background thread)::
     with FakeOpenAIServer(latency_ms=5, api_key="k") as srv:
         url = srv.base_url                      # "http://127.0.0.1:PORT/v1"
         srv.configure(faults={"rate_limit": 0.3}, retry_after=0.2)
+        srv.configure(max_concurrency=8)       # a real server's queue: the 9th request waits for a slot
         ...
         assert srv.count(status=429) > 0 and not srv.retry_after_violations()
 
@@ -16,12 +17,13 @@ As a process (for benchmarks, so the server does not share the client's GIL)::
 or ``with harness.testing.start_fake_server_process(latency_ms=50) as proc: proc.base_url``
 (:mod:`harness.testing.fake_process`).
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models`` and
-``GET /_fake/stats`` (request counts by status). Output text: see :mod:`harness.testing.fake_payloads`.
+``GET /_fake/stats`` (request counts by status, peak concurrent requests). Output text: see :mod:`harness.testing.fake_payloads`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
 import json
@@ -50,7 +52,8 @@ _BODY_FAULTS = (None, "empty_choices", "bad_logprobs", "truncated", "slow_body")
 class FakeServerSettings:
     """Everything :meth:`FakeOpenAIServer.configure` can change while the server runs."""
 
-    latency_ms: float = 0.0  # time from a generation request's arrival to its response
+    latency_ms: float = 0.0  # time from a generation request's admission (see max_concurrency) to its response
+    max_concurrency: int | None = None  # requests served at once; later ones wait in a queue, as on a real server
     api_key: str | None = None  # when set, requests without "Authorization: Bearer <key>" get 401
     models: tuple[str, ...] | None = None  # when set, other model names get 404
     faults: Mapping[str, float] = field(default_factory=dict)  # fault name -> probability per request
@@ -73,6 +76,8 @@ class FakeServerSettings:
             raise UsageError(f"retry_after_format {self.retry_after_format!r} is unknown", "use seconds or http-date")
         if self.latency_ms < 0 or self.retry_after < 0:
             raise UsageError("latency_ms and retry_after must be >= 0", "pass non-negative numbers")
+        if self.max_concurrency is not None and (isinstance(self.max_concurrency, bool) or self.max_concurrency < 1):
+            raise UsageError(f"max_concurrency {self.max_concurrency!r} is not a positive integer", "pass e.g. max_concurrency=8, or None for no cap")
         return self
 
 
@@ -105,8 +110,9 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._pending_retry: dict[tuple, tuple[float, float]] = {}
         self._request_id = 0
-        self.in_flight = 0  # generation requests being handled now
+        self.in_flight = 0  # generation requests being handled now, queued ones included
         self.max_in_flight = 0  # the most handled at once since start (or reset_max_in_flight)
+        self._queue: tuple[int, asyncio.Semaphore] | None = None  # (max_concurrency, its slots), on the server's loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.ServerRunner | None = None
@@ -275,27 +281,39 @@ class FakeOpenAIServer:
         if s.models is not None and model not in s.models:
             self._record(RequestRecord(now, path, model, seed, phash, 404, None, retry_ok))
             return _json(404, error_body(f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found"))
-        exchange = _Exchange(now, path, payload, phash, retry_ok, self._pick_fault(s))
-        fault = exchange.fault
         self.in_flight += 1  # only the server's loop thread touches these counters
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            # A success body is built before the wait, so the response leaves at arrival + latency,
-            # as a real server's would. Built after it, each body's CPU time would add to the latency,
-            # and a burst of responses falling due together would queue behind one another: the
-            # server, not the client under test, would set the throughput.
-            data = self._success_body(path, payload, phash, fault) if fault in _BODY_FAULTS else None
-            ready = None
-            if fault is None:  # the plain answer is complete before the wait; faults decide theirs after it
-                ready = web.Response(status=200, body=data, content_type=_JSON)
-                self._record(exchange.record(200))
-            if s.latency_ms > 0:
-                await asyncio.sleep(max(0.0, s.latency_ms / 1000 - (time.monotonic() - arrived)))
-            if ready is not None:
-                return ready
-            return await self._respond(request, exchange, s, data)
+            async with self._slot(s):
+                return await self._serve(request, _Exchange(now, path, payload, phash, retry_ok, self._pick_fault(s)), s)
         finally:
             self.in_flight -= 1
+
+    def _slot(self, s: FakeServerSettings):
+        """A place among the ``max_concurrency`` requests served at once (no cap: a no-op)."""
+        if s.max_concurrency is None:
+            return contextlib.nullcontext()
+        if self._queue is None or self._queue[0] != s.max_concurrency:
+            self._queue = (s.max_concurrency, asyncio.Semaphore(s.max_concurrency))
+        return self._queue[1]
+
+    async def _serve(self, request: web.BaseRequest, exchange: _Exchange, s: FakeServerSettings) -> web.StreamResponse:
+        """Answer an admitted generation request ``latency_ms`` after its admission."""
+        arrived, path, payload, phash, fault = time.monotonic(), exchange.path, exchange.payload, exchange.phash, exchange.fault
+        # A success body is built before the wait, so the response leaves at arrival + latency,
+        # as a real server's would. Built after it, each body's CPU time would add to the latency,
+        # and a burst of responses falling due together would queue behind one another: the
+        # server, not the client under test, would set the throughput.
+        data = self._success_body(path, payload, phash, fault) if fault in _BODY_FAULTS else None
+        ready = None
+        if fault is None:  # the plain answer is complete before the wait; faults decide theirs after it
+            ready = web.Response(status=200, body=data, content_type=_JSON)
+            self._record(exchange.record(200))
+        if s.latency_ms > 0:
+            await asyncio.sleep(max(0.0, s.latency_ms / 1000 - (time.monotonic() - arrived)))
+        if ready is not None:
+            return ready
+        return await self._respond(request, exchange, s, data)
 
     def _success_body(self, path: str, payload: dict, phash: str, fault: str | None) -> bytes:
         with self._lock:
@@ -365,7 +383,7 @@ class FakeOpenAIServer:
         if path == "/_fake/stats":
             records = self.records()
             stats = {"requests": len(records), "by_status": dict(Counter(str(r.status) for r in records)),
-                     "faults": dict(Counter(r.fault for r in records if r.fault))}
+                     "faults": dict(Counter(r.fault for r in records if r.fault)), "max_in_flight": self.max_in_flight}
             return _json(200, json.dumps(stats).encode())
         names = s.models or ("fake-model",)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "harness-fake"} for m in names]
