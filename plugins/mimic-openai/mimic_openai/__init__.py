@@ -3,12 +3,20 @@
 Options (query string, ``--option``, or a ``--model-config`` entry):
 
 - ``base_url``: default ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1`` (as the openai SDK).
+  A list of URLs (in a ``--model-config`` file: ``base_url: [http://h1:8000/v1, http://h2:8000/v1]``;
+  on the command line: URLs joined by commas, ``base_url=http://h1:8000/v1,http://h2:8000/v1``) names
+  replicas of one model: each request goes to the endpoint with the fewest in flight, a 429 slows
+  only the endpoint that sent it, and an endpoint that goes down is drained and retried later
+  (:mod:`mimic_openai.pool`). The model id then leaves the URLs out, so any list of the replicas
+  shares one cache.
 - ``api_key_env``: the environment variable holding the key (default ``OPENAI_API_KEY``); a config
   file may give ``api_key`` instead. A loopback server (127.0.0.1, localhost) needs no key. The key is
   kept in memory only: never in ``model_id``, logs, errors or files.
 - ``mode``: ``completions`` (default; base models, the purest mimics) or ``chat``.
 - ``concurrency``: requests in flight and connections kept open; default the run's ``--concurrency``
   (``BuildContext.concurrency``), else 64.
+- ``endpoint_concurrency``: with several base URLs, requests in flight per endpoint; default an even
+  share of ``concurrency`` (rounded up).
 - ``timeout`` (default 60): seconds per request.
 - ``transport``: ``auto`` (default, = ``aiohttp``), ``aiohttp`` or ``sdk``. Both speak the same wire
   protocol and share one parser. ``auto`` picks aiohttp on CPU cost: measured with
@@ -23,6 +31,7 @@ Examples::
     mimic sample "openai:gpt-3.5-turbo-instruct" "Once upon a time" -n 3
     mimic sample "openai:gemma?base_url=http://127.0.0.1:8000/v1" "Review:" --max-tokens 20
     mimic sample "openai:gpt-4o-mini?mode=chat&api_key_env=MY_KEY" "Say hi"
+    mimic sample "openai:gemma?base_url=http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1" "Review:"
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The ``openai`` mimic: one HTTP request per GenerationRequest, errors classified for the runner."""
+"""The ``openai`` mimic: one HTTP request per GenerationRequest, errors classified for the runner.
+
+With one base URL, requests go to that server; with a list of them (replicas of one model) they go
+through an :class:`~mimic_openai.pool.EndpointPool`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Sequence
 from harness import BackendError, Capability, Completion, GenerationRequest, PermanentBackendError, RateLimitedError
 
 from mimic_openai.config import OpenAIConfig, model_id_for
+from mimic_openai.pool import EndpointPool, Response
 from mimic_openai.transports import make_transport
 from mimic_openai.wire import build_payload, classify_status, parse_completion
 
@@ -22,12 +27,16 @@ class OpenAIMimic:
         self.model_id = model_id_for(config)
         mode_capability = Capability.COMPLETION if config.mode == "completions" else Capability.CHAT
         self.capabilities = frozenset({mode_capability, Capability.LOGPROBS, Capability.SEEDED})
-        self.transport = make_transport(config)
+        self.pool = EndpointPool(config.endpoint_configs(), make_transport) if config.endpoints else None
+        self.transport = make_transport(config) if self.pool is None else None
         self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         c = self.config
+        if self.pool is not None:
+            urls = [e.config.public_url for e in self.pool.endpoints]
+            return f"OpenAIMimic(model_id={self.model_id!r}, endpoints={urls!r}, mode={c.mode}, transport={c.transport})"
         return f"OpenAIMimic(model_id={self.model_id!r}, base_url={c.public_url!r}, mode={c.mode}, transport={self.transport.name})"
 
     def _gate(self) -> asyncio.Semaphore:
@@ -36,13 +45,18 @@ class OpenAIMimic:
             self._semaphore, self._loop = asyncio.Semaphore(self.config.concurrency), loop
         return self._semaphore
 
-    async def _one(self, request: GenerationRequest) -> Completion:
-        payload = build_payload(request, self.config)
+    async def _post(self, payload: dict) -> tuple[Response, OpenAIConfig]:
+        """The response, and the config of the server that gave it (named in errors)."""
+        if self.pool is not None:
+            return await self.pool.post(payload)
         async with self._gate():
-            status, headers, body = await self.transport.post(payload)
+            return await self.transport.post(payload), self.config
+
+    async def _one(self, request: GenerationRequest) -> Completion:
+        (status, headers, body), config = await self._post(build_payload(request, self.config))
         if status != 200:
-            raise classify_status(status, headers, body, self.config)
-        return parse_completion(body, request, self.config)
+            raise classify_status(status, headers, body, config)
+        return parse_completion(body, request, config)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """One completion per request, in order, sent concurrently (at most ``concurrency`` at once).
@@ -70,8 +84,11 @@ class OpenAIMimic:
         raise worst
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.transport.aclose()
+        """Close the HTTP clients."""
+        if self.pool is not None:
+            await self.pool.aclose()
+        else:
+            await self.transport.aclose()
 
 
 def _severity(error: BackendError) -> tuple[int, float]:

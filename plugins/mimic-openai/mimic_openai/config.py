@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from harness import ModelSpec, ModelSpecError
@@ -19,7 +19,7 @@ MODES = ("completions", "chat")
 TRANSPORTS = ("auto", "aiohttp", "sdk")
 # The SDK costs 3-6 ms of CPU per request against aiohttp's 0.3 ms (see the package docstring).
 AUTO_TRANSPORT = "aiohttp"
-OPTIONS = ("base_url", "api_key_env", "api_key", "mode", "concurrency", "timeout", "transport")
+OPTIONS = ("base_url", "api_key_env", "api_key", "mode", "concurrency", "endpoint_concurrency", "timeout", "transport")
 
 
 class Secret:
@@ -48,7 +48,7 @@ class OpenAIConfig:
     """Resolved, validated backend options."""
 
     model: str
-    base_url: str  # no trailing slash
+    base_url: str  # no trailing slash; with several endpoints, the first
     api_key: Secret | None
     api_key_env: str
     key_from_config: bool  # the key came from an ``api_key`` option, not the environment
@@ -56,6 +56,12 @@ class OpenAIConfig:
     concurrency: int
     timeout: float
     transport: str  # "aiohttp" or "sdk" (auto resolved)
+    endpoints: tuple[str, ...] = ()  # every base URL when base_url was a list (replicas of one model); else empty
+    endpoint_concurrency: int = 0  # requests in flight per endpoint (with several endpoints)
+
+    def endpoint_configs(self) -> list[OpenAIConfig]:
+        """One single-server config per endpoint, each with its own concurrency."""
+        return [replace(self, base_url=url, endpoints=(), concurrency=self.endpoint_concurrency) for url in self.endpoints]
 
     @property
     def public_url(self) -> str:
@@ -119,13 +125,8 @@ def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None, default
         raise ModelSpecError(f"unknown openai option(s) {', '.join(unknown)}", f"use any of {', '.join(OPTIONS)}")
     if not spec.model or spec.model.strip() != spec.model:
         raise ModelSpecError(f"openai model name {spec.model!r} is empty or has spaces", "write e.g. openai:gpt-4o-mini")
-    base_url = str(spec.option("base_url") or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ModelSpecError(f"openai base_url {public_url(base_url)!r} is not an http(s) URL", "write e.g. base_url=http://127.0.0.1:8000/v1")
-    if parts.username or parts.password:
-        # The spec's options are written to manifests, so a URL must not carry credentials.
-        raise ModelSpecError(f"openai base_url {public_url(base_url)!r} contains credentials", "put the key in an environment variable named by api_key_env")
+    urls, replicas = _base_urls(spec.option("base_url") or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    base_url = urls[0]
     mode = str(spec.option("mode", "completions"))
     if mode not in MODES:
         raise ModelSpecError(f"openai option mode={mode!r} is unknown", "use mode=completions (base models) or mode=chat")
@@ -135,11 +136,13 @@ def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None, default
     key_env = str(spec.option("api_key_env", "OPENAI_API_KEY"))
     config_key = spec.option("api_key")
     key_value = str(config_key) if config_key else env.get(key_env, "")
-    if not key_value and not is_loopback(base_url):
+    remote = next((url for url in urls if not is_loopback(url)), None)
+    if not key_value and remote is not None:
         raise ModelSpecError(
-            f"no API key for {public_url(base_url)}: environment variable {key_env} is not set",
+            f"no API key for {public_url(remote)}: environment variable {key_env} is not set",
             f"export {key_env}=..., or name another variable with api_key_env=NAME",
         )
+    concurrency = int(_number(spec, "concurrency", default_concurrency or DEFAULT_CONCURRENCY, int, 1))
     return OpenAIConfig(
         model=spec.model,
         base_url=base_url,
@@ -147,12 +150,46 @@ def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None, default
         api_key_env=key_env,
         key_from_config=bool(config_key),
         mode=mode,
-        concurrency=int(_number(spec, "concurrency", default_concurrency or DEFAULT_CONCURRENCY, int, 1)),
+        concurrency=concurrency,
         timeout=float(_number(spec, "timeout", 60, float, 0.001)),
         transport=AUTO_TRANSPORT if transport == "auto" else transport,
+        endpoints=tuple(urls) if replicas else (),
+        # An even share of the pool by default, rounded up so the endpoints together can hold all of it.
+        endpoint_concurrency=int(_number(spec, "endpoint_concurrency", -(-concurrency // len(urls)), int, 1)),
     )
 
 
+def _base_urls(value) -> tuple[list[str], bool]:
+    """The base URLs of a ``base_url`` option, and whether it named replicas (a list, or URLs joined by commas).
+
+    Each URL is checked: http(s), a host, and no credentials (the spec's options are written to manifests).
+    """
+    if isinstance(value, (list, tuple)):
+        raw, replicas = [str(v) for v in value], True
+    else:
+        raw = str(value).split(",")
+        replicas = len(raw) > 1
+    urls = [url.strip().rstrip("/") for url in raw]
+    if not urls or any(not url for url in urls):
+        raise ModelSpecError("openai base_url has an empty entry", "list one URL per replica, e.g. base_url: [http://h1:8000/v1, http://h2:8000/v1]")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ModelSpecError(f"openai base_url {public_url(url)!r} is not an http(s) URL", "write e.g. base_url=http://127.0.0.1:8000/v1")
+        if parts.username or parts.password:
+            raise ModelSpecError(f"openai base_url {public_url(url)!r} contains credentials", "put the key in an environment variable named by api_key_env")
+    if len(set(urls)) != len(urls):
+        raise ModelSpecError("openai base_url lists the same URL twice", "list each replica's URL once")
+    return urls, replicas
+
+
 def model_id_for(config: OpenAIConfig) -> str:
-    """``openai:MODEL#hash`` of what changes outputs (server and mode), not of transport knobs or keys."""
+    """``openai:MODEL#hash`` of what changes outputs (server and mode), not of transport knobs or keys.
+
+    A list of base URLs names replicas of one model, so which endpoint answers does not matter: the
+    id then leaves the URLs out (their number and order too), and a run over three replicas shares
+    its cache with a run over any other list of them.
+    """
+    if config.endpoints:
+        return ModelSpec("openai", config.model, {"mode": config.mode, "served_by": "replicas"}).model_id
     return ModelSpec("openai", config.model, {"base_url": config.public_url, "mode": config.mode}).model_id

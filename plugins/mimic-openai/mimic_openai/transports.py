@@ -6,8 +6,8 @@
   keep-alive connections collapses throughput at high concurrency). Responses are taken raw, so both
   transports share one parser (``mimic_openai.wire``) and classify errors identically.
 
-Exceptions from the network become :class:`TransientBackendError` with a one-line message; nothing
-from the original exception (which may hold request headers) is chained. aiohttp, httpx and openai are
+Exceptions from the network become :class:`EndpointFailure` (a :class:`TransientBackendError`) with a
+one-line message; nothing from the original exception (which may hold request headers) is chained. aiohttp, httpx and openai are
 imported on first use: every ``mimic`` command loads this plugin, and they take a second to import.
 """
 
@@ -27,8 +27,19 @@ from mimic_openai.wire import endpoint
 Response = tuple[int, dict[str, str], bytes]
 
 
-def _network_error(config: OpenAIConfig, what: str) -> TransientBackendError:
-    return TransientBackendError(f"{what} at {config.public_url}", "check that the server is up; the run retries it")
+class EndpointFailure(TransientBackendError):
+    """No HTTP answer from a server: the connection failed, or no response came within the timeout.
+
+    An endpoint pool drains an endpoint on a failed connection, or on timeouts in a row.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, timed_out: bool = False):
+        super().__init__(message, hint)
+        self.timed_out = timed_out
+
+
+def _network_error(config: OpenAIConfig, what: str, *, timed_out: bool = False) -> EndpointFailure:
+    return EndpointFailure(f"{what} at {config.public_url}", "check that the server is up; the run retries it", timed_out=timed_out)
 
 
 class AiohttpTransport:
@@ -77,7 +88,7 @@ class AiohttpTransport:
                     headers = {k: v for k, v in response.headers.items() if k.lower().startswith("retry-after")}
                     return response.status, headers, body
         except TimeoutError:
-            raise _network_error(self.config, f"no response within {self.config.timeout:g}s") from None
+            raise _network_error(self.config, f"no response within {self.config.timeout:g}s", timed_out=True) from None
         except aiohttp.ClientError as exc:
             raise _network_error(self.config, f"connection failed ({type(exc).__name__})") from None
         except OSError as exc:
@@ -135,7 +146,7 @@ class SdkTransport:
         except openai.APIStatusError as exc:
             return exc.status_code, _retry_headers(exc.response.headers), exc.response.content
         except (TimeoutError, openai.APITimeoutError):
-            raise _network_error(self.config, f"no response within {self.config.timeout:g}s") from None
+            raise _network_error(self.config, f"no response within {self.config.timeout:g}s", timed_out=True) from None
         except openai.APIConnectionError as exc:
             cause = type(exc.__cause__).__name__ if exc.__cause__ else type(exc).__name__
             raise _network_error(self.config, f"connection failed ({cause})") from None
