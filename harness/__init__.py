@@ -50,6 +50,8 @@ _LAZY = {
         "harness.protocols",
     ),
     "TaskSpec": "harness.taskspec",
+    # what a leaderboard writer reads: typed run manifests and parsed estimate notes
+    **dict.fromkeys(("EstimateNote", "Manifest", "ManifestModel"), "harness.records"),
 }
 
 __all__ = [
