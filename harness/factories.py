@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from harness.chat.renderings import backend_spec, forced_rendering
 from harness.errors import HarnessError, ModelSpecError, PluginError
 from harness.mimic import Mimic
 from harness.modelspec import ModelSpec
@@ -22,8 +23,9 @@ def create_mimic(spec: ModelSpec, registries: Registries, ctx: BuildContext | No
         )
     entry = registries.mimics.get(spec.backend)
     ctx = ctx or BuildContext(registries=registries)
+    forced_rendering(spec)  # a bad value fails before the model loads
     try:
-        mimic = entry.factory(spec, ctx)
+        mimic = entry.factory(backend_spec(spec), ctx)  # the rendering is the harness's option, not the backend's
     except HarnessError:
         raise
     except Exception as exc:

@@ -23,6 +23,10 @@ class Capability(StrEnum):
     LOGLIKELIHOOD = "loglikelihood"  # implements ``loglikelihood(pairs)``
     SHARED_PREFIX = "shared_prefix"  # a batch whose requests share a prompt is prefilled once
     SEEDED = "seeded"  # a fixed seed reproduces a sample exactly
+    # Continues a conversation whose last message is the assistant's (chat templates' prefill,
+    # vLLM's continue_final_message): the answer extends that message's text instead of starting a
+    # new turn. The harness then puts the pool's item prefix there (harness.chat.renderings).
+    ASSISTANT_PREFILL = "assistant_prefill"
 
 
 @dataclass(frozen=True)

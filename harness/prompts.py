@@ -4,12 +4,14 @@ The exemplars of context c depend only on (seed, task, k, c), not on the pool, s
 same context id sees the same exemplars: comparisons between pools are paired. A prompt is
 ``preamble`` + exemplars joined by ``separator`` + ``separator`` + prefix, where the prefix is
 ``open_prefix`` for the ``none`` pool and ``prompt_prefix`` rendered with ``value`` for
-``prompt:<v>``; with k = 0 it is ``preamble`` + prefix.
+``prompt:<v>``; with k = 0 it is ``preamble`` + prefix. That is the ``completion`` rendering; the chat
+renderings put the same exemplars and prefix into a conversation (:mod:`harness.chat.messages`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from harness.chat.messages import chat_messages
+from harness.chat.renderings import CHAT, CHAT_PREFILL, COMPLETION, RENDERINGS
 from harness.errors import DataError, TaskError
-from harness.mimic import GenerationRequest
+from harness.mimic import ChatMessage, GenerationRequest
 from harness.records import DrawKey
 from harness.seeding import derive_seed
 from harness.taskspec import GenerationSpec, TaskSpec
@@ -34,7 +38,7 @@ SPECIAL_RE = re.compile(r"<\|[^|<>\s]{1,40}\|>|</?s>|<(?:eos|bos|pad|unk|mask|st
 
 @dataclass(frozen=True)
 class PlannedDraw:
-    """One draw to generate: its key, seed, exemplars and the prompt / item prefix."""
+    """One draw to generate: its key, seed, exemplars, the prompt (a document, or chat messages) and the item prefix."""
 
     task: str
     pool: str
@@ -43,8 +47,9 @@ class PlannedDraw:
     seed: int
     n_exemplars: int
     exemplar_ids: tuple[int, ...]
-    prompt: str
+    prompt: str | tuple[ChatMessage, ...]
     prefix: str
+    rendering: str = COMPLETION  # completion | chat | chat+prefill (harness.chat.renderings)
 
     @property
     def key(self) -> DrawKey:
@@ -53,8 +58,10 @@ class PlannedDraw:
 
     @property
     def prompt_hash(self) -> str:
-        """sha256 of the prompt, first 16 hex (the draws table's ``prompt_hash``)."""
-        return hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()[:16]
+        """sha256 of the prompt (chat messages: of their JSON), first 16 hex (the draws table's ``prompt_hash``)."""
+        text = self.prompt if isinstance(self.prompt, str) else json.dumps(
+            [[m.role, m.content] for m in self.prompt], ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def pool_prefix(task: TaskSpec, pool: str) -> str:
@@ -62,11 +69,18 @@ def pool_prefix(task: TaskSpec, pool: str) -> str:
     env = template_env()
     if pool == "none":
         return env.from_string(task.render.open_prefix).render()
+    return env.from_string(task.render.prompt_prefix).render(value=pool_value(task, pool))
+
+
+def pool_value(task: TaskSpec, pool: str) -> Any:
+    """The proxy target of a ``prompt:<v>`` pool (None for ``none``)."""
+    if pool == "none":
+        return None
     if pool.startswith("prompt:"):
         label = pool.split(":", 1)[1]
         for value in task.proxy.values:
             if target_label(value) == label:
-                return env.from_string(task.render.prompt_prefix).render(value=value)
+                return value
         known = ", ".join(f"prompt:{target_label(v)}" for v in task.proxy.values)
         raise TaskError(f"task {task.name}: pool {pool!r} names no value of proxy.values (known: none, {known})",
                         "add the value to proxy.values or use a listed pool")
@@ -94,9 +108,22 @@ def _frame(reference: Any) -> pl.DataFrame:
     return frame
 
 
+def context_prompt(task: TaskSpec, exemplars: Sequence[str], pool: str, prefix: str,
+                   rendering: str = COMPLETION) -> tuple[str | tuple[ChatMessage, ...], str]:
+    """A context's prompt in a rendering, and the rendering its draws record (a chat+prefill context with an
+    empty prefix has nothing to prefill: it is plain chat)."""
+    if rendering == COMPLETION:
+        return build_prompt(task, exemplars, prefix), COMPLETION
+    if rendering not in RENDERINGS:
+        raise TaskError(f"unknown rendering {rendering!r}", f"use one of {', '.join(RENDERINGS)}")
+    prefill = rendering == CHAT_PREFILL and bool(prefix)
+    return chat_messages(task, exemplars, prefix, pool_value(task, pool), prefill), CHAT_PREFILL if prefill else CHAT
+
+
 def plan_draws(task: TaskSpec, reference: Any, *, seed: int, pools: Sequence[str], n_exemplars: int | None = None,
-               contexts: int | None = None, samples_per_context: int | None = None) -> list[PlannedDraw]:
-    """Every draw of the plan, ordered pool, context, sample (defaults come from ``task.plan``)."""
+               contexts: int | None = None, samples_per_context: int | None = None,
+               rendering: str = COMPLETION) -> list[PlannedDraw]:
+    """Every draw of the plan, ordered pool, context, sample (defaults come from ``task.plan``), in ``rendering``."""
     frame = _frame(reference)
     k = task.plan.exemplars if n_exemplars is None else n_exemplars
     n_contexts = task.plan.contexts if contexts is None else contexts
@@ -113,18 +140,23 @@ def plan_draws(task: TaskSpec, reference: Any, *, seed: int, pools: Sequence[str
     for pool in pools:
         for c in range(n_contexts):
             rows = context_exemplars(frame.height, seed, task.name, k, c)
-            prompt = build_prompt(task, [texts[int(r)] for r in rows], prefixes[pool])
+            prompt, drawn_as = context_prompt(task, [texts[int(r)] for r in rows], pool, prefixes[pool], rendering)
             exemplar_ids = tuple(int(ids[int(r)]) for r in rows)
             for s in range(n_samples):
                 draws.append(PlannedDraw(task.name, pool, c, s, derive_seed(seed, task.name, pool, c, s), k,
-                                         exemplar_ids, prompt, prefixes[pool]))
+                                         exemplar_ids, prompt, prefixes[pool], drawn_as))
     return draws
 
 
 def request_for(draw: PlannedDraw, generation: GenerationSpec, stop: Sequence[str]) -> GenerationRequest:
-    """The mimic request of a draw; draws of one context share ``context_id`` so they batch together."""
+    """The mimic request of a draw; draws of one context share ``context_id`` so they batch together.
+
+    A ``chat`` draw sends no stop strings: the answer may open with chatter, and a stop such as
+    ``\nRating:`` would cut it before the item; the item is parsed from the whole answer instead.
+    """
+    stops = () if draw.rendering == CHAT else tuple(stop)
     return GenerationRequest(prompt=draw.prompt, max_tokens=generation.max_tokens, temperature=generation.temperature,
-                             top_p=generation.top_p, stop=tuple(stop), seed=draw.seed, sample_index=draw.sample_index,
+                             top_p=generation.top_p, stop=stops, seed=draw.seed, sample_index=draw.sample_index,
                              context_id=f"{draw.pool}/{draw.n_exemplars}/{draw.context_id}")
 
 

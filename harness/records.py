@@ -26,6 +26,9 @@ DRAWS_BASE_SCHEMA: dict[str, pl.DataType] = {
     "sample_index": pl.Int64, "seed": pl.Int64, "model": pl.Utf8, "n_exemplars": pl.Int64,
     "exemplar_ids": pl.List(pl.Int64), "prompt_hash": pl.Utf8, "text": pl.Utf8, "completion": pl.Utf8,
     "finish_reason": pl.Utf8, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "cached": pl.Boolean,
+    # how the context was shown (completion | chat | chat+prefill: harness.chat.renderings), and whether the
+    # draw has an item (false: a chat answer with no block in the item format; text and features null)
+    "rendering": pl.Utf8, "item_parsed": pl.Boolean,
 }
 DRAWS_SORT = ["pool", "n_exemplars", "context_id", "sample_index"]  # plan order of the draws table
 
@@ -206,9 +209,10 @@ class Manifest:
     finished: str | None = None
     calls: dict[str, Any] | None = None  # call statistics, once generation ran
     cpu_seconds: dict[str, float] | None = None  # CPU seconds per phase, once the run ended
+    executor: dict[str, Any] | None = None  # --executor ray: address, workers, shards, resubmitted (absent: local)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this harness does not know, kept as read
 
-    _OPTIONAL = ("calls", "cpu_seconds")  # written only once known
+    _OPTIONAL = ("calls", "cpu_seconds", "executor")  # written only once known
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:

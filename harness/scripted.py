@@ -9,7 +9,15 @@ Model names:
 - ``scripted:planted`` with option ``distribution``: a list of ``{text, p}`` (or a mapping
   text -> p); each draw is sampled from it with the request's seed, so draws are reproducible
   and independent across seeds.
+- ``scripted:chat`` with option ``distribution`` (the items, as for ``planted``): a chat-only mimic
+  with a planted answer format. Share ``chatty`` (default 0.3) of its answers wrap the item in
+  chatter (half of them in a code fence too), share ``refusals`` (default 0.1) refuse, the rest are
+  the bare item. The item ignores the request's condition, so control success measured on the parsed
+  items is the planted base rate. With ``prefill=true`` it declares ``ASSISTANT_PREFILL`` and
+  continues a final assistant message: the item after that prefix, never chatter.
 - any name, with option ``fn``: a callable ``fn(request) -> str`` (Python API only).
+
+Every mode but ``chat`` declares both COMPLETION and CHAT, so it gets the document.
 """
 
 from __future__ import annotations
@@ -22,6 +30,11 @@ import numpy as np
 from harness.errors import ModelSpecError
 from harness.mimic import Capability, Completion, GenerationRequest
 from harness.modelspec import ModelSpec
+from harness.seeding import derive_seed
+
+REFUSAL = "I can't help with that."
+CHATTER_BEFORE = "Sure! Here is another example:\n\n"
+CHATTER_AFTER = "\n\nI hope this helps! Let me know if you would like more."
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str]:
@@ -34,12 +47,14 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str]:
 class ScriptedMimic:
     """A mimic whose outputs are a fixed text, a cycle, a planted distribution or a callable."""
 
-    capabilities = frozenset({Capability.COMPLETION, Capability.CHAT, Capability.SEEDED, Capability.SHARED_PREFIX})
     context_window = None
 
-    def __init__(self, model_id: str, choose: Callable[[GenerationRequest], str]):
+    def __init__(self, model_id: str, choose: Callable[[GenerationRequest], str],
+                 capabilities: frozenset[Capability] | None = None):
         self.model_id = model_id
         self._choose = choose
+        self.capabilities = capabilities or frozenset(
+            {Capability.COMPLETION, Capability.CHAT, Capability.SEEDED, Capability.SHARED_PREFIX})
         self.calls = 0  # number of generate() calls, for tests that count model calls
         self.requests_seen = 0
 
@@ -82,6 +97,55 @@ def planted_chooser(distribution: Any) -> Callable[[GenerationRequest], str]:
     return choose
 
 
+def _share(spec: ModelSpec, name: str, default: float) -> float:
+    value = spec.option(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ModelSpecError(f"scripted:chat option {name}={value!r} is not a share in [0, 1]", f"write e.g. {name}=0.2")
+    return float(value)
+
+
+def chat_chooser(distribution: Any, chatty: float, refusals: float) -> Callable[[GenerationRequest], str]:
+    """Answers in a planted format: chatty (some fenced), refusals, or the bare item, by the request's seed.
+
+    The item comes from ``distribution`` whatever the conversation asks for. A conversation that ends
+    with an assistant message (prefill) is continued: the item after that prefix (after its first line
+    when it does not start with the prefix), with no chatter.
+    """
+    if chatty + refusals > 1:
+        raise ModelSpecError(f"scripted:chat shares chatty={chatty} and refusals={refusals} add up to more than 1",
+                             "lower one of them")
+    pick = planted_chooser(distribution)
+
+    def choose(req: GenerationRequest) -> str:
+        item = pick(req)
+        last = req.prompt[-1] if isinstance(req.prompt, tuple) and req.prompt else None
+        if last is not None and last.role == "assistant":
+            prefix = last.content
+            return item[len(prefix):] if item.startswith(prefix) else item.split("\n", 1)[-1]
+        u = np.random.default_rng(derive_seed(req.seed, "scripted-chat-format")).random()
+        if u < refusals:
+            return REFUSAL
+        if u < refusals + chatty / 2:
+            return CHATTER_BEFORE + item + CHATTER_AFTER
+        if u < refusals + chatty:
+            return CHATTER_BEFORE + "```\n" + item + "\n```" + CHATTER_AFTER
+        return item
+
+    return choose
+
+
+def create_chat(spec: ModelSpec) -> ScriptedMimic:
+    """``scripted:chat``: the chat-only mimic with a planted answer format."""
+    distribution = spec.option("distribution")
+    if not distribution:
+        raise ModelSpecError("scripted:chat needs a 'distribution' option (its items)", "give a list of {text, p} in a --model-config file")
+    caps = {Capability.CHAT, Capability.SEEDED, Capability.SHARED_PREFIX}
+    if spec.option("prefill", False):
+        caps.add(Capability.ASSISTANT_PREFILL)
+    choose = chat_chooser(distribution, _share(spec, "chatty", 0.3), _share(spec, "refusals", 0.1))
+    return ScriptedMimic(spec.model_id, choose, frozenset(caps))
+
+
 def create_scripted(spec: ModelSpec, ctx=None) -> ScriptedMimic:
     """Factory for ``scripted:<mode>``."""
     fn = spec.option("fn")
@@ -103,7 +167,10 @@ def create_scripted(spec: ModelSpec, ctx=None) -> ScriptedMimic:
         if not distribution:
             raise ModelSpecError("scripted:planted needs a 'distribution' option", "give a list of {text, p} in a --model-config file")
         return ScriptedMimic(spec.model_id, planted_chooser(distribution))
-    raise ModelSpecError(f"unknown scripted mode {mode!r}", "use scripted:echo, scripted:fixed, scripted:cycle or scripted:planted")
+    if mode == "chat":
+        return create_chat(spec)
+    raise ModelSpecError(f"unknown scripted mode {mode!r}",
+                         "use scripted:echo, scripted:fixed, scripted:cycle, scripted:planted or scripted:chat")
 
 
-__all__ = ["ScriptedMimic", "create_scripted", "planted_chooser"]
+__all__ = ["ScriptedMimic", "chat_chooser", "create_scripted", "planted_chooser"]

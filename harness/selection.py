@@ -124,6 +124,10 @@ def world_array(rows: pl.DataFrame, name: str) -> np.ndarray:
         raise DataError(f"control {name} needs world draws, and the draws table has no 'world_draws' column",
                         "give the task a world, or drop this control")
     lists = rows["world_draws"].to_list()
+    if "item_parsed" in rows.columns:  # a chat answer with no item has nothing to reward: R = 0 for every draw
+        width = max((len(x) for x in lists if x is not None), default=1)
+        parsed = rows["item_parsed"].fill_null(True).to_list()
+        lists = [[False] * width if x is None and not ok else x for x, ok in zip(lists, parsed)]
     if any(x is None for x in lists):
         raise DataError(f"control {name}: {sum(x is None for x in lists)} rows have no world draws", "rerun the world draws for this run")
     if len({len(x) for x in lists}) > 1:

@@ -10,6 +10,8 @@ integer, got 'four' (fix: ...)``. Layout (see ``tasks/bookworld.yaml`` for a ful
     reference: {type: bookworld, n: 2000, seed: 0}          # type + source options
     render: {exemplar: "Rating: {{ rating }}\\n...", separator: "\\n\\n###\\n\\n",
              preamble: "", open_prefix: "Rating:", prompt_prefix: "Rating: {{ value }}\\n", stop: ["###"]}
+    # optional, for chat models (defaults: harness/chat/messages.py):
+    #   render.chat: {system: "...", user: "... {{ examples }} ... {{ condition }}", condition: "Rate it {{ value }}."}
     features: {rating: {type: header_field, field: Rating, numeric: true}, ...}   # name -> type + options
     proxy: {feature: rating, values: [5, 1]}
     latents: [genre, helping]
@@ -55,7 +57,16 @@ from harness.values import target_label
 TOP_LEVEL = ("name", "version", "description", "reference", "render", "features", "proxy", "latents",
              "controls", "plan", "generation", "world", "betas", "context_sizes")
 REQUIRED = ("reference", "render", "features", "proxy", "controls")
-RENDER_KEYS = ("exemplar", "separator", "preamble", "open_prefix", "prompt_prefix", "stop")
+RENDER_KEYS = ("exemplar", "separator", "preamble", "open_prefix", "prompt_prefix", "stop", "chat")
+CHAT_KEYS = ("system", "user", "condition")
+# What the chat templates see (harness.chat.messages fills them): the task's preamble, the rendered
+# exemplars (``examples``: joined by the separator as the document shows them; ``exemplars``: a
+# list), and for a ``prompt:<v>`` pool the condition in words; the condition template sees the target.
+CHAT_VARIABLES = {
+    "system": {"preamble", "n_examples"},
+    "user": {"preamble", "examples", "exemplars", "n_examples", "separator", "condition"},
+    "condition": {"value", "prefix"},
+}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FEATURE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -318,8 +329,20 @@ def _render(c: _Checker, value: Any, controls: Any) -> RenderSpec:
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise c.fail("render.stop", f"must be a non-empty string or a list of them, got {_show(stop_raw)}",
                      "e.g. stop: [\"###\"]")
+    chat = _chat(c, raw.get("chat", {}))
     return RenderSpec(exemplar=exemplar, separator=separator, preamble=preamble, open_prefix=open_prefix,
-                      prompt_prefix=prompt_prefix, stop=tuple(stops))
+                      prompt_prefix=prompt_prefix, stop=tuple(stops), chat_system=chat.get("system", ""),
+                      chat_user=chat.get("user", ""), chat_condition=chat.get("condition", ""))
+
+
+def _chat(c: _Checker, value: Any) -> dict[str, str]:
+    """``render.chat``: optional system / user / condition templates (each reads only its own variables)."""
+    raw = c.mapping({} if value is None else value, "render.chat", CHAT_KEYS)
+    out = {key: c.template(raw[key], f"render.chat.{key}", CHAT_VARIABLES[key]) for key in CHAT_KEYS if key in raw}
+    if "user" in out and "examples" not in template_variables(out["user"]) and "exemplars" not in template_variables(out["user"]):
+        raise c.fail("render.chat.user", "shows no examples (it reads neither {{ examples }} nor {{ exemplars }})",
+                     "put {{ examples }} where the examples go")
+    return out
 
 
 def _features(c: _Checker, value: Any) -> tuple[FeatureRef, ...]:

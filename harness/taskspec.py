@@ -66,6 +66,10 @@ class RenderSpec:
     ``preamble`` + exemplars joined by ``separator`` + ``separator`` + a prefix: ``open_prefix``
     for the unconditioned pool, ``prompt_prefix`` (with ``value`` = the proxy target) for a
     ``prompt`` pool. The generated item is prefix + completion cut at the first ``stop`` string.
+
+    The ``chat_*`` templates (YAML ``render.chat: {system, user, condition}``) render the same
+    context as a conversation for chat models (:mod:`harness.chat.messages`); empty means the default
+    derived from ``exemplar``.
     """
 
     exemplar: str
@@ -74,6 +78,9 @@ class RenderSpec:
     open_prefix: str = ""
     prompt_prefix: str = ""
     stop: tuple[str, ...] = ()
+    chat_system: str = ""
+    chat_user: str = ""
+    chat_condition: str = ""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from harness.stats.est_text import Detection, TransferGap
 from harness.stats.intervals import cluster_stretch, wilson
 from harness.testing.synthetic import MIMIC_TOKENS, REF_TOKENS, _texts, detection_auc, draws_frame, planted, planted_task
 
-NAMES = {"control_success", "latent_shift", "correlation_shift", "lift_shift", "forcing_mass", "transfer_gap", "detection"}
+NAMES = {"control_success", "latent_shift", "correlation_shift", "lift_shift", "forcing_mass", "transfer_gap", "detection",
+         "format_adherence"}
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ SPEC = ModelSpec("scripted", "books")
 CONTRACT_COLUMNS = [
     "run_id", "task", "task_version", "pool", "context_id", "sample_index", "seed", "model", "n_exemplars", "exemplar_ids",
     "prompt_hash", "text", "completion", "finish_reason", "prompt_tokens", "completion_tokens", "cached",
-    "feat_rating", "feat_genre", "feat_helping", "world_draws",
+    "rendering", "item_parsed", "feat_rating", "feat_genre", "feat_helping", "world_draws",
 ]
 
 

@@ -297,6 +297,8 @@ async def field_probs_phase(session: RunSession, loaded: Loaded, calls: ModelCal
     mimic = calls.measuring("field_probs", session.cache)
     if (session.run_dir / FIELD_PROBS_FILE).exists() or route_of(mimic) is None or proxy.type != "header_field":
         return None
+    if any(not isinstance(d.prompt, str) for d in planned):  # chat renderings: the sync curve samples instead
+        return None
     sizes = set(task.context_sizes)
     sync_draws = [d for d in planned if d.pool == "none" and d.n_exemplars in sizes]
     try:

@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from harness import eventloop
+from harness.chat.renderings import rendering_for, run_model_id
 from harness.errors import HarnessError, RunStoreError, UsageError
 from harness.events import RunFinished
 from harness.factories import create_mimic
@@ -36,6 +37,7 @@ from harness.run.generate import GenerationOutcome, generate_phase
 from harness.run.load import Loaded, load_phase
 from harness.run.plan import plan_phase, plan_summary
 from harness.run.session import PhaseClock, RunSession
+from harness.run.shards import sharded_generate_phase
 from harness.summary import print_summary, summary_markdown
 from harness.worlds.draws import close_world
 
@@ -108,9 +110,11 @@ async def run_async(config: RunConfig, registries: Registries, mimic: Mimic | No
         if own_mimic:
             with clock("load_model"):
                 mimic = open_mimic(config, registries)
-        session = RunSession.open(config.plan, config.output, loaded, mimic.model_id, clock=clock, registries=registries)
+        rendering = rendering_for(mimic, config.model)  # a forced rendering the backend cannot take fails here
+        session = RunSession.open(config.plan, config.output, loaded, run_model_id(mimic.model_id, config.model), clock=clock,
+                                  registries=registries)
         try:
-            return await _run_session(session, config, loaded, mimic, started)
+            return await _run_session(session, config, loaded, mimic, started, rendering)
         finally:
             session.close()
     finally:
@@ -119,7 +123,8 @@ async def run_async(config: RunConfig, registries: Registries, mimic: Mimic | No
             await mimic.aclose()
 
 
-async def _run_session(session: RunSession, config: RunConfig, loaded: Loaded, mimic: Mimic, started: float) -> RunResult:
+async def _run_session(session: RunSession, config: RunConfig, loaded: Loaded, mimic: Mimic, started: float,
+                       rendering: str) -> RunResult:
     """Everything after opening the run: draw, record, measure field probabilities, estimate."""
     clock, planned, calls = session.clock, [], None
     price = config.limits.price(session.model_id, config.model)
@@ -129,13 +134,16 @@ async def _run_session(session: RunSession, config: RunConfig, loaded: Loaded, m
         with clock("reference_world"):
             session.store.write_frame("reference.parquet", await loaded.reference_with_world(session.seed, session.cache))
         with clock("plan"):
-            planned = plan_phase(config.plan, loaded, session.seed)
+            planned = plan_phase(config.plan, loaded, session.seed, rendering)
         builder = DrawBuilder(loaded, run_id=session.run_id, model_id=session.model_id, seed=session.seed)
         main_k = loaded.task.plan.exemplars if config.n_exemplars is None else config.n_exemplars
         session.start_manifest(config.plan, loaded, config.estimators, plan_summary(main_k, planned), builder.schema)
         calls = ModelCalls(mimic, session.model_id, config.limits, price, session.earlier_spending(price))
         with clock("generate"):
-            outcome = await generate_phase(session, calls, builder, planned)
+            if config.executor == "ray":
+                outcome = await sharded_generate_phase(session, calls, builder, planned, config)
+            else:
+                outcome = await generate_phase(session, calls, builder, planned)
         _check_complete(session, outcome, len(planned))
         if outcome.status == "complete" and loaded.task.context_sizes:
             with clock("field_probs"):

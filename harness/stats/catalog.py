@@ -43,4 +43,6 @@ ESTIMATORS: dict[str, tuple[Callable[[dict | None], Any], str]] = {
                      "TSTS - TRTS balanced accuracy of a TF-IDF + logistic-regression classifier"),
     "detection": (_lazy("harness.stats.est_text", "Detection"),
                   "classifier two-sample test reference vs mimic text: AUC and similarity"),
+    "format_adherence": (_lazy("harness.stats.est_format", "FormatAdherence"),
+                         "share of chat answers holding a parsable item, per pool; exact cluster-robust interval"),
 }

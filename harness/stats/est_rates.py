@@ -94,7 +94,9 @@ class ControlSuccess:
     keeps only matching rows, so its value is 1 by construction: reported, flagged
     ``by_construction``, no interval. So is a ``prompt:v`` pool whose proxy the task reads from the
     prompt's own header (the proxy extractor sees the conditioning text, not what the mimic wrote):
-    its success is the prompt, not the mimic.
+    its success is the prompt, not the mimic. Not so where the items were parsed from chat answers
+    (draws ``rendering`` = ``chat``): the prefix is not part of the item, the proxy is the mimic's. An
+    unparsed answer (no item, proxy null) is a failure of the control.
     """
 
     name = "control_success"
@@ -135,6 +137,11 @@ def _by_construction(inputs: EstimationInputs, sel) -> str | None:
     """Why a selection's control success is 1 whatever the mimic does (None when it is not)."""
     if sel.condition.startswith("filter:"):
         return "1 by construction: the filter keeps only items with the target"
-    if sel.pool in inputs.proxy_from_prompt:
+    if sel.pool in inputs.proxy_from_prompt and not _items_parsed(sel.kept):
         return "1 by construction: the proxy is read from the header the prompt wrote"
     return None
+
+
+def _items_parsed(kept: pl.DataFrame) -> bool:
+    """True when every kept item was parsed from a chat answer (no harness-written prefix in it)."""
+    return "rendering" in kept.columns and kept.height > 0 and bool((kept.get_column("rendering") == "chat").all())
