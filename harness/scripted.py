@@ -137,8 +137,9 @@ def chat_chooser(distribution: Any, chatty: float, refusals: float) -> Callable[
 def create_chat(spec: ModelSpec) -> ScriptedMimic:
     """``scripted:chat``: the chat-only mimic with a planted answer format."""
     distribution = spec.option("distribution")
-    if not distribution:
-        raise ModelSpecError("scripted:chat needs a 'distribution' option (its items)", "give a list of {text, p} in a --model-config file")
+    if not distribution or not isinstance(distribution, (list, dict)):
+        raise ModelSpecError("scripted:chat needs a 'distribution' option (its items: a list of {text, p})",
+                             "define it in a --model-config file")
     caps = {Capability.CHAT, Capability.SEEDED, Capability.SHARED_PREFIX}
     if spec.option("prefill", False):
         caps.add(Capability.ASSISTANT_PREFILL)
