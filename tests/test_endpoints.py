@@ -200,7 +200,8 @@ async def test_timeouts_in_a_row_drain_a_hung_endpoint(servers):
     try:
         requests = reqs(12)
         assert [c.text for c in await mimic.generate(requests)] == expected(requests)
-        assert mimic.pool.endpoints[0].down and servers[0].count(fault="hang") == 3
+        # three hung requests drain it (a fourth, re-sent there before the third timed out, is cancelled by the drain)
+        assert mimic.pool.endpoints[0].down and servers[0].count(fault="hang") in (3, 4)
     finally:
         await mimic.aclose()
 
