@@ -28,7 +28,7 @@ class SampleCompleted:
     pool: str
     context_id: int
     sample_index: int
-    text: str
+    text: str | None  # the item; None for a chat answer with no parsable item (draws column item_parsed false)
     cached: bool
     features: dict[str, Any] = field(default_factory=dict)
 
