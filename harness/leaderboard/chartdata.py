@@ -25,10 +25,13 @@ Rows = Sequence[Mapping[str, Any]]
 
 
 def _model_draws(runs: Sequence[Manifest], draws: Mapping[str, pl.DataFrame], order: Sequence[str] = ()) -> dict[str, pl.DataFrame]:
-    """model id -> its draws over all its runs in the section (seed kept for clustering), in ``order``."""
+    """model id -> its draws over all its runs in the section (seed kept for clustering), in ``order``; a chat
+    answer with no parsable item (``item_parsed`` false) has no item to chart and is left out."""
     out: dict[str, list[pl.DataFrame]] = {}
     for m in sorted(runs, key=lambda m: (order.index(m.model.model_id) if m.model.model_id in order else len(order), m.run_id)):
         frame = draws.get(m.run_id)
+        if frame is not None and "item_parsed" in frame.columns:
+            frame = frame.filter(pl.col("item_parsed").fill_null(True))
         if frame is not None and "pool" in frame.columns:
             out.setdefault(m.model.model_id, []).append(frame.with_columns(pl.lit(int(m.seed or 0)).alias("_seed")))
     return {k: pl.concat(v, how="diagonal_relaxed") for k, v in out.items()}

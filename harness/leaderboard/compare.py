@@ -34,6 +34,7 @@ from harness.leaderboard import jointboot as jb
 from harness.leaderboard import latents as lt
 from harness.leaderboard import score
 from harness.leaderboard.document import pooled_estimates, pooled_rows
+from harness.leaderboard.rendering import comparison_note, renderings_of
 from harness.records import json_safe
 from harness.stats.flags import UNDECIDABLE, describe
 
@@ -173,7 +174,9 @@ def compare(data_a, data_b, *, label_a: str = "A", label_b: str = "B", n_boot: i
         reference = data_b.references.get(str(key[2])) if reference is None else reference
         draws = {**data_a.draws, **data_b.draws}
         side_a, side_b = score.SideData(ea, runs_a, data_a.notes), score.SideData(eb, runs_b, data_b.notes)
-        sections.append(compare_section(key, side_a, side_b, draws, reference, n_boot, seed))
+        rendering = {"rendering_a": renderings_of(runs_a), "rendering_b": renderings_of(runs_b)}
+        notes += [n for n in [comparison_note(key[0], rendering["rendering_a"], rendering["rendering_b"])] if n]
+        sections.append(compare_section(key, side_a, side_b, draws, reference, n_boot, seed) | rendering)
     if not sections:
         only = lambda keys: ", ".join(f"{t} v{v} ({h})" for t, v, h in sorted(keys, key=str)) or "none"  # noqa: E731
         raise DataError(f"{label_a} and {label_b} share no task with the same version and reference data (A: {only(keys_a)}; B: {only(keys_b)})",
@@ -217,6 +220,8 @@ def render_text(result: Mapping[str, Any]) -> str:
     lines = [f"A = {a}", f"B = {b}", ""]
     for s in result["sections"]:
         pairing = "contexts paired (same exemplars)" if s["paired_contexts"] else "contexts not paired"
+        if s.get("rendering_a", "completion") != s.get("rendering_b", "completion"):
+            pairing += f" · renderings differ: A {s['rendering_a']}, B {s['rendering_b']}"
         lines.append(f"== {s['task']} v{s['task_version']} · reference {s['reference_hash']} · seeds {', '.join(map(str, s['seeds']))} · {pairing}")
         lines.append(_score_line(s["score"]))
         header = ["estimator", "condition", "feature", "A", "B", "A - B", "method", "verdict"]

@@ -16,6 +16,7 @@ import polars as pl
 from harness import __version__
 from harness.leaderboard import chartdata, score
 from harness.leaderboard.fmt import slug
+from harness.leaderboard.rendering import chart_names, differing_notes, renderings_of, run_rendering
 from harness.leaderboard.runs import scrubbed
 from harness.protocols import LeaderboardData
 from harness.records import EstimateNote, Manifest, json_safe
@@ -88,17 +89,20 @@ def provenance(manifest: Manifest) -> dict[str, Any]:
         "harness_version": m.harness_version, "plugins": m.plugins or {}, "components": m.components or [],
         "task": m.task_name, "task_version": m.task_version, "reference_hash": m.reference_hash,
         "seed": m.seed, "plan": m.plan or {}, "counts": m.counts or {}, "usage": m.usage or {},
-        "created": m.created, "finished": m.finished,
+        "created": m.created, "finished": m.finished, "rendering": run_rendering(m),
     }
 
 
 def _examples(runs: list[Manifest], draws: Mapping[str, pl.DataFrame]) -> list[dict[str, Any]]:
-    """A few generated items per pool, in draw-key order (the first contexts' first samples)."""
+    """A few generated items per pool, in draw-key order (the first contexts' first samples); a chat
+    answer with no parsable item (``item_parsed`` false, no text) is no item and never an example."""
     out, per_pool = [], {}
     for m in runs:
         frame = draws.get(m.run_id)
         if frame is None or not {"pool", "text"} <= set(frame.columns):
             continue
+        if "item_parsed" in frame.columns:
+            frame = frame.filter(pl.col("item_parsed").fill_null(True))
         order = [c for c in ("pool", "context_id", "sample_index") if c in frame.columns]
         for (pool,), rows in frame.sort(order).group_by("pool", maintain_order=True):
             room = EXAMPLES_PER_POOL - per_pool.get(pool, 0)  # across the model's runs, not per run
@@ -150,7 +154,6 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[Manifest],
     task, version, ref_hash = key
     reference = data.references.get(str(ref_hash)) if ref_hash is not None else None
     ranked, shared, notes = score.rank_section(est, runs[0].task if runs else None, runs=runs, draws=data.draws, reference=reference)
-    names = {r.model: r.model_name for r in ranked}
     order = {r.model: i for i, r in enumerate(ranked)}
     pooled = pooled_rows(pooled_estimates(est, data.notes).with_columns(pl.col("model").replace_strict(order, default=len(order)).alias("_order"))
                          .sort("estimator", "condition", "feature", "_order"))
@@ -161,8 +164,10 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[Manifest],
             "id": slug(r.model, "model-"), "rank": r.rank, "model": r.model, "model_name": r.model_name, "runs": list(r.runs),
             "score": r.score.as_dict() if r.score else None, "n_cells": r.n_cells,
             "vs_next": ({**r.vs_next.as_dict(), "distinguishable": r.distinguishable_from_next} if r.vs_next else None),
-            "examples": _examples(model_runs, data.draws), **ranked_extras(r),
+            "examples": _examples(model_runs, data.draws), "rendering": renderings_of(model_runs), **ranked_extras(r),
         })
+    names = chart_names(models)  # in ranking order
+    notes = [*notes, *differing_notes(models)]
     return {
         "id": slug(f"{task}|{version}|{ref_hash}", "task-"), "task": task, "task_version": version, "reference_hash": ref_hash,
         "score_cells": [{"condition": c, "feature": f} for c, f in shared], "notes": notes, "models": models,
@@ -210,6 +215,7 @@ def build_document(data: LeaderboardData) -> dict[str, Any]:
             entry = models.setdefault(m["model"], {"id": m["id"], "model": m["model"], "model_name": m["model_name"], "sections": [], "runs": []})
             entry["sections"].append(section["id"])
             entry["runs"].extend(m["runs"])
+            entry["rendering"] = renderings_of(manifests[r] for r in entry["runs"])
     return json_safe({
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "mimic-harness", "version": __version__},

@@ -10,13 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.chat.renderings import COMPLETION
 from harness.leaderboard.fmt import flag_legend, fmt_row, fmt_triple, md_cell, md_escape
+from harness.leaderboard.rendering import chart_names, rendering_of
 
 
 def labels(models: list[dict[str, Any]]) -> dict[str, str]:
-    """Display label per model id; a display name two models share gets the id appended."""
-    names = [m["model_name"] for m in models]
-    return {m["model"]: m["model_name"] if names.count(m["model_name"]) == 1 else f"{m['model_name']} ({m['model']})" for m in models}
+    """Display label per model id: its name, with its rendering where some model of the list was not
+    rendered as a completion (``SmolLM2 (chat)``); a label two models share gets the id appended."""
+    names = chart_names(models)
+    shown = list(names.values())
+    return {m: name if shown.count(name) == 1 else f"{name} ({m})" for m, name in names.items()}
 
 
 def verdict(vs_next: dict[str, Any] | None) -> str:
@@ -78,7 +82,8 @@ def provenance_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[st
             str(r["run_id"]), str(r.get("model_name")), _spec(r.get("spec") or {}), str(r.get("status")), str(r.get("harness_version")),
             plugins, f"{r.get('task')} v{r.get('task_version')}", str(r.get("reference_hash")), str(r.get("seed")),
             f"{counts.get('done', 'n/a')}/{counts.get('planned', 'n/a')} ({counts.get('cached', 0)})",
-            f"{plan.get('contexts', '?')}×{plan.get('samples_per_context', '?')}, k={plan.get('n_exemplars', '?')}",
+            f"{plan.get('contexts', '?')}×{plan.get('samples_per_context', '?')}, k={plan.get('n_exemplars', '?')}"
+            + ("" if rendering_of(r) == COMPLETION else f", {rendering_of(r)}"),
         ])
     return header, rows
 

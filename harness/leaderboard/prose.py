@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.leaderboard.fmt import fmt_row, md_cell, md_escape
 from harness.leaderboard.markdown import labels, rank_text
+from harness.leaderboard.rendering import rendering_of, shows_renderings, with_rendering
 from harness.leaderboard.score import norm_name
 from harness.records import Manifest
 from harness.stats import flags as fl
@@ -95,6 +96,16 @@ def _plan_line(task: str, manifests: Sequence[Manifest]) -> str:
     return f"- {md_escape(task)}: " + "; ".join(parts)
 
 
+def _renderings_line(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How each model was shown its tasks, when some run was not a plain completion (else nothing: the old board)."""
+    if not shows_renderings(runs):
+        return []
+    shown = sorted({(str(r["model_name"]), str(r["task"]), rendering_of(r)) for r in runs})
+    return ["- Renderings (how each model was shown the task: the few-shot document as a completion, or a conversation): "
+            + "; ".join(f"{md_escape(with_rendering(name, rendering))} on {md_escape(task)}" for name, task, rendering in shown)
+            + ". Models in different renderings answered different prompts; where one task has several, its section says so."]
+
+
 def made(doc: Mapping[str, Any], manifests: Sequence[Manifest]) -> list[str]:
     """How the board was made, from the manifests: models, tasks, seeds, plan, draws, dates, time."""
     runs = doc["runs"]
@@ -105,6 +116,7 @@ def made(doc: Mapping[str, Any], manifests: Sequence[Manifest]) -> list[str]:
     lines = ["## How this board was made", "",
              f"- {len(runs)} run(s) of {len(models)} model(s) on {len(tasks)} task(s), harness version(s) {_span(r.get('harness_version') for r in runs)}.",
              "- Models: " + "; ".join(f"{md_escape(name)} ({_code(spec)})" for name, spec in models) + ".",
+             *_renderings_line(runs),
              "- Tasks: " + "; ".join(f"{md_escape(t)} v{v} (reference data hash {_code(h)})" for t, v, h in tasks) + ".",
              f"- Seeds: {_span(r.get('seed') for r in runs)}.", "- Plan:"]
     by_task: dict[str, list[Manifest]] = {}
@@ -189,6 +201,23 @@ def control(doc: Mapping[str, Any]) -> list[str]:
             if built:
                 line += ". By construction, not findings: " + "; ".join(f"{_code(r['condition'])} {_value(r)}" for r in built)
             lines.append(line + ".")
+        lines.append("")
+    return lines if len(lines) > 4 else []
+
+
+def format_adherence(doc: Mapping[str, Any]) -> list[str]:
+    """Format adherence of chat-rendered models: the share of answers that held a parsable item, per condition."""
+    lines = ["## Format adherence", "", "The share of a chat-rendered model's answers that held an item in the task's format; "
+             "the others (refusals, chatter, another format) are draws without an item.", ""]
+    for section, rows, label in _sections_with(doc, "format_adherence"):
+        lines += [_heading(section), ""]
+        for model, ms in _by_model(section, rows).items():
+            parts = []
+            for r in sorted(ms, key=lambda r: (r["condition"] != "none", str(r["condition"]))):
+                unparsed = (r.get("note") or {}).get("unparsed")
+                counted = f" ({unparsed:g} of {r['n']} answers unparsed)" if r.get("runs") == 1 and isinstance(unparsed, (int, float)) and r.get("n") else ""
+                parts.append(f"{_code(r['condition'])} {_value(r)}{counted}")
+            lines.append(f"- {md_escape(label[model])}: " + "; ".join(parts) + ".")
         lines.append("")
     return lines if len(lines) > 4 else []
 
@@ -320,7 +349,7 @@ def render_report(doc: Mapping[str, Any], manifests: Sequence[Manifest]) -> str:
              f"Written by {doc['generator']['name']} {doc['generator']['version']} (`mimic report`) from the runs' manifests and "
              "estimates. Every number is a point estimate with its 95% interval, or \"no interval (reason)\" where no calibrated "
              "interval exists at that design; flags follow the number they qualify.", ""]
-    for part in (made(doc, manifests), scores, control(doc), forcing(doc), goodhart(doc), sync_curves(doc),
+    for part in (made(doc, manifests), scores, control(doc), format_adherence(doc), forcing(doc), goodhart(doc), sync_curves(doc),
                  closing(doc, comparisons, decided)):
         lines += part
     return "\n".join(lines).rstrip() + "\n"

@@ -19,12 +19,14 @@ from harness.leaderboard import svg
 from harness.leaderboard.document import document_of
 from harness.leaderboard.fmt import FLAG_MEANINGS, flag_legend, fmt_interval, fmt_number, fmt_triple, has_interval, withheld_reason
 from harness.leaderboard.markdown import cells_text, labels, provenance_rows, rank_text, section_flags, verdict
+from harness.leaderboard.rendering import rendered_name
 from harness.stats.flags import describe
 
 HERE = Path(__file__).parent
 CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:"
 # Note fields worth a column of their own, when an estimator reports them.
-NOTE_KEYS = ("debiased", "noise_floor", "p_no_shift", "bound", "max_measured", "trts", "tsts", "similarity", "deff", "ess", "kl")
+NOTE_KEYS = ("debiased", "noise_floor", "p_no_shift", "bound", "max_measured", "trts", "tsts", "similarity", "deff", "ess", "kl",
+             "unparsed")
 
 
 def environment() -> jinja2.Environment:
@@ -32,7 +34,8 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(iv=fmt_triple, num=fmt_number, verdict=verdict, rank=rank_text, cells=cells_text, score=score_value,
-                       flag_words=lambda f: describe([f]), flag_meaning=lambda f: FLAG_MEANINGS.get(f, describe([f])))
+                       flag_words=lambda f: describe([f]), flag_meaning=lambda f: FLAG_MEANINGS.get(f, describe([f])),
+                       rendered=rendered_name)
     env.globals.update(csp=CSP)
     return env
 
@@ -132,7 +135,7 @@ class SiteWriter:
         colours = svg.colour_map([m["model"] for m in doc["models"]])
         sections = [_section_view(s, doc, colours) for s in doc["sections"]]
         nav = {"sections": [(v["page"], f"{v['section']['task']} v{v['section']['task_version']}") for v in sections],
-               "models": [(f"{m['id']}.html", m["model_name"]) for m in doc["models"]]}
+               "models": [(f"{m['id']}.html", rendered_name(m)) for m in doc["models"]]}
         common = {"doc": doc, "nav": nav}
         written = [self._page(env, out_dir, "index.html", "index.html", sections=sections, **common)]
         for view in sections:
