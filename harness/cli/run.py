@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="run only these estimators (repeatable; default: all installed)")
     calls.add_argument("--no-cache", action="store_true", help="neither read nor write the draw cache")
     calls.add_argument("--cache-dir", metavar="DIR", help="draw cache directory (default $MIMIC_CACHE_DIR or OUT/cache)")
+    execution = parser.add_argument_group("execution")
+    execution.add_argument("--executor", choices=["local", "ray"], default="local",
+                           help="generate in this process (default), or sharded over a Ray cluster (pip install 'mimic-harness[ray]')")
+    execution.add_argument("--ray-address", default="auto", metavar="ADDRESS",
+                           help="the Ray cluster to join (default auto: $RAY_ADDRESS, a running local cluster, else a new local one)")
     budget = parser.add_argument_group("budget (per run; a run that reaches it stops and can be resumed)")
     budget.add_argument("--prices", metavar="FILE", help="YAML: MODEL_ID: {prompt: USD per 1M tokens, completion: USD per 1M}")
     budget.add_argument("--max-cost", type=float, metavar="USD", help="stop when a run's model calls cost this much (needs --prices)")
@@ -88,7 +93,7 @@ def build_configs(args: argparse.Namespace) -> list:
                   prices=prices, request_timeout=args.request_timeout, max_attempts=args.max_attempts, retry_wait=args.retry_wait,
                   estimators=tuple(args.estimators) if args.estimators else None, progress=args.progress,
                   summary_to="stderr" if args.json else "stdout",
-                  n_boot=args.n_boot, resume_id=args.resume, **plan)
+                  n_boot=args.n_boot, resume_id=args.resume, executor=args.executor, ray_address=args.ray_address, **plan)
         for spec in specs for task in tasks
     ]
 

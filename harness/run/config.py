@@ -23,6 +23,7 @@ from harness.taskspec import TaskSpec
 
 # Options that change how a backend runs but never what it samples: kept out of model ids.
 RUNTIME_OPTIONS = frozenset({"concurrency"})
+EXECUTORS = ("local", "ray")  # where the generate phase runs (harness.run.shards for ray)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,14 @@ class RunOutput:
 
 
 @dataclass(frozen=True)
+class Execution:
+    """Where the generate phase runs: in this process (``local``) or sharded over a Ray cluster (``ray``)."""
+
+    executor: str = "local"
+    ray_address: str = "auto"  # auto: $RAY_ADDRESS, else a running local cluster, else a new local one
+
+
+@dataclass(frozen=True)
 class EstimationSettings:
     """Which estimators run (None: every registered one) and their bootstrap size."""
 
@@ -118,6 +127,8 @@ class RunConfig:
     estimators: tuple[str, ...] | None = None
     n_boot: int = 1000
     resume_id: str | None = None
+    executor: str = "local"
+    ray_address: str = "auto"
 
     def __post_init__(self):
         for name in ("samples", "contexts", "samples_per_context"):
@@ -127,6 +138,7 @@ class RunConfig:
         if self.n_exemplars is not None and self.n_exemplars < 0:
             raise UsageError(f"--exemplars must be 0 or more, got {self.n_exemplars}", "pass --exemplars 0 or more")
         self._check_limits()
+        self._check_execution()
         if self.n_boot < 1:  # the estimators' own floor; the command line asks for MIN_N_BOOT (harness.cli.common)
             raise UsageError(f"--n-boot must be at least 1, got {self.n_boot}", "pass --n-boot 1000")
         if self.summary_to not in {"stdout", "stderr", "off"}:
@@ -149,6 +161,13 @@ class RunConfig:
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise UsageError(f"--max-tokens must be positive, got {self.max_tokens}", "pass e.g. --max-tokens 100000")
 
+    def _check_execution(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise UsageError(f"--executor {self.executor!r} is unknown", "use --executor local or --executor ray")
+        if self.executor == "ray" and (self.max_cost is not None or self.max_tokens is not None):
+            raise UsageError("--max-cost and --max-tokens are not enforced across Ray workers",
+                             "drop them, or run with --executor local")
+
     @property
     def plan(self) -> RunPlan:
         """What the run measures (the run id's material)."""
@@ -164,6 +183,11 @@ class RunConfig:
     def output(self) -> RunOutput:
         """Where the run writes and how it shows itself."""
         return RunOutput(self.out_dir, self.use_cache, self.cache_dir, self.progress, self.summary_to, self.resume_id)
+
+    @property
+    def execution(self) -> Execution:
+        """Where the generate phase runs."""
+        return Execution(self.executor, self.ray_address)
 
     @property
     def estimation(self) -> EstimationSettings:

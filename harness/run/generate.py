@@ -65,7 +65,7 @@ class FinishedDraw:
 # Turns finished draws into log rows (item text, features, world draws).
 RowBuilder = Callable[[list[FinishedDraw]], Awaitable[list[dict[str, Any]]]]
 # Called after rows are durable: hooks, progress.
-RecordedCallback = Callable[[list[FinishedDraw], list[dict[str, Any]]], None]
+RecordedCallback = Callable[[Sequence[FinishedDraw], list[dict[str, Any]]], None]
 
 
 @dataclass
@@ -266,14 +266,8 @@ async def generate_phase(session: RunSession, calls: ModelCalls, builder: DrawBu
     if not pending:
         return GenerationOutcome(stats=calls.stats)
     generator = Generator(calls=calls, store=session.store, build_rows=builder.rows,
-                          on_recorded=_recorded_callback(session), cache=session.cache)
-    totals: dict[str, int] = {}
-    for d in planned:
-        totals[d.pool] = totals.get(d.pool, 0) + 1
-    done: dict[str, int] = {}
-    for row in session.store.rows():
-        done[row["pool"]] = done.get(row["pool"], 0) + 1
-    session.progress.start(f"{builder.loaded.task.name} x {calls.model_id}", totals, done, calls.stats)
+                          on_recorded=recorded_callback(session), cache=session.cache)
+    start_progress(session, builder, calls, planned)
     loop = asyncio.get_running_loop()
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -292,21 +286,37 @@ async def generate_phase(session: RunSession, calls: ModelCalls, builder: DrawBu
     return outcome
 
 
-def _recorded_callback(session: RunSession) -> RecordedCallback:
-    """After rows are durable: the ``sample_completed`` hook per draw, and progress per pool."""
+def start_progress(session: RunSession, builder: DrawBuilder, calls: ModelCalls, planned: Sequence[PlannedDraw]) -> None:
+    """Show the phase's progress: planned and recorded draws per pool."""
+    totals: dict[str, int] = {}
+    for d in planned:
+        totals[d.pool] = totals.get(d.pool, 0) + 1
+    done: dict[str, int] = {}
+    for row in session.store.rows():
+        done[row["pool"]] = done.get(row["pool"], 0) + 1
+    session.progress.start(f"{builder.loaded.task.name} x {calls.model_id}", totals, done, calls.stats)
+
+
+def recorded_callback(session: RunSession) -> RecordedCallback:
+    """After rows are durable: the ``sample_completed`` hook per draw, and progress per pool.
+
+    It reads only the rows (each says whether it was cached), so the Ray executor's driver calls
+    it with the rows it merges from its workers.
+    """
     pm = session.registries.plugin_manager
     hook = pm.hook.sample_completed if pm is not None else None
 
-    def on_recorded(items: list[FinishedDraw], rows: list[dict[str, Any]]) -> None:
+    def on_recorded(items: Sequence[FinishedDraw], rows: list[dict[str, Any]]) -> None:
         by_pool: dict[str, list[int]] = {}
-        for item, row in zip(items, rows):
+        for row in rows:
+            cached = bool(row.get("cached"))
             counts = by_pool.setdefault(row["pool"], [0, 0])
             counts[0] += 1
-            counts[1] += int(item.cached)
+            counts[1] += int(cached)
             if hook is not None:
                 features = {k: v for k, v in row.items() if k.startswith("feat_")}
                 hook(event=SampleCompleted(row["run_id"], row["task"], row["pool"], row["context_id"], row["sample_index"],
-                                           row["text"], item.cached, features))
+                                           row["text"], cached, features))
         for pool, (n, cached) in by_pool.items():
             session.progress.advance(pool, n, cached)
 
