@@ -16,7 +16,7 @@ import polars as pl
 from harness import __version__
 from harness.leaderboard import chartdata, score
 from harness.leaderboard.fmt import slug
-from harness.leaderboard.rendering import chart_names, differing_notes, renderings_of, run_rendering
+from harness.leaderboard.rendering import shown_names, differing_notes, renderings_of, run_rendering
 from harness.leaderboard.runs import scrubbed
 from harness.protocols import LeaderboardData
 from harness.records import EstimateNote, Manifest, json_safe
@@ -166,7 +166,7 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[Manifest],
             "vs_next": ({**r.vs_next.as_dict(), "distinguishable": r.distinguishable_from_next} if r.vs_next else None),
             "examples": _examples(model_runs, data.draws), "rendering": renderings_of(model_runs), **ranked_extras(r),
         })
-    names = chart_names(models)  # in ranking order
+    names = shown_names(models)  # in ranking order
     notes = [*notes, *differing_notes(models)]
     return {
         "id": slug(f"{task}|{version}|{ref_hash}", "task-"), "task": task, "task_version": version, "reference_hash": ref_hash,

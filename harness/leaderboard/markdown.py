@@ -12,13 +12,13 @@ from typing import Any
 
 from harness.chat.renderings import COMPLETION
 from harness.leaderboard.fmt import flag_legend, fmt_row, fmt_triple, md_cell, md_escape
-from harness.leaderboard.rendering import chart_names, rendering_of
+from harness.leaderboard.rendering import shown_names, rendering_of
 
 
 def labels(models: list[dict[str, Any]]) -> dict[str, str]:
     """Display label per model id: its name, with its rendering where some model of the list was not
     rendered as a completion (``SmolLM2 (chat)``); a label two models share gets the id appended."""
-    names = chart_names(models)
+    names = shown_names(models)
     shown = list(names.values())
     return {m: name if shown.count(name) == 1 else f"{name} ({m})" for m, name in names.items()}
 

@@ -53,14 +53,9 @@ def with_rendering(name: str, rendering: str) -> str:
     return f"{name} ({rendering.replace(',', ', ')})"
 
 
-def rendered_name(entry: Mapping[str, Any]) -> str:
-    """A model entry's name, with its rendering unless that is a plain completion (navigation, page titles)."""
-    name = str(entry["model_name"])
-    return name if rendering_of(entry) == COMPLETION else with_rendering(name, rendering_of(entry))
-
-
-def chart_names(models: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """model id -> the name its chart series carry: the display name, with the rendering where the section shows renderings."""
+def shown_names(models: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """model id -> the name its charts, navigation and page titles show: the display name, with the
+    rendering where some model of ``models`` was not rendered as a plain completion."""
     show = shows_renderings(models)
     return {m["model"]: with_rendering(str(m["model_name"]), rendering_of(m)) if show else str(m["model_name"]) for m in models}
 

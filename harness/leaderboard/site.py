@@ -19,7 +19,7 @@ from harness.leaderboard import svg
 from harness.leaderboard.document import document_of
 from harness.leaderboard.fmt import FLAG_MEANINGS, flag_legend, fmt_interval, fmt_number, fmt_triple, has_interval, withheld_reason
 from harness.leaderboard.markdown import cells_text, labels, provenance_rows, rank_text, section_flags, verdict
-from harness.leaderboard.rendering import rendered_name
+from harness.leaderboard.rendering import shown_names
 from harness.stats.flags import describe
 
 HERE = Path(__file__).parent
@@ -34,8 +34,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(iv=fmt_triple, num=fmt_number, verdict=verdict, rank=rank_text, cells=cells_text, score=score_value,
-                       flag_words=lambda f: describe([f]), flag_meaning=lambda f: FLAG_MEANINGS.get(f, describe([f])),
-                       rendered=rendered_name)
+                       flag_words=lambda f: describe([f]), flag_meaning=lambda f: FLAG_MEANINGS.get(f, describe([f])))
     env.globals.update(csp=CSP)
     return env
 
@@ -134,9 +133,10 @@ class SiteWriter:
         out_dir.mkdir(parents=True, exist_ok=True)
         colours = svg.colour_map([m["model"] for m in doc["models"]])
         sections = [_section_view(s, doc, colours) for s in doc["sections"]]
+        names = shown_names(doc["models"])  # with the rendering where some model was not a plain completion
         nav = {"sections": [(v["page"], f"{v['section']['task']} v{v['section']['task_version']}") for v in sections],
-               "models": [(f"{m['id']}.html", rendered_name(m)) for m in doc["models"]]}
-        common = {"doc": doc, "nav": nav}
+               "models": [(f"{m['id']}.html", names[m["model"]]) for m in doc["models"]]}
+        common = {"doc": doc, "nav": nav, "names": names}
         written = [self._page(env, out_dir, "index.html", "index.html", sections=sections, **common)]
         for view in sections:
             written.append(self._page(env, out_dir, view["page"], "task.html", view=view, **common))
