@@ -4,6 +4,12 @@ Text is a pure function of (prompt, seed, model, choice index, max_tokens, stop)
 compute the exact expected completion with :func:`expected_completion`. Tokens are whitespace tokens:
 each is a separator (a space, sometimes a newline) followed by a word, so ``text.split()`` counts them.
 With ``temperature == 0`` the seed and choice index are ignored (greedy decoding).
+
+Chat mode: by default the assistant's content is such words too. With ``answers`` (the server's
+``chat_answers`` setting) it is one of those texts, picked by the same deterministic stream, so a
+test can plant parsable items, chatter and refusals. A request with vLLM's
+``continue_final_message`` (the last message is the assistant's, left open) is answered with words
+that continue that message: the response holds the continuation only, never the prefix again.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +133,18 @@ def generate(prompt: Any, *, seed: int | None, model: str, index: int = 0, max_t
     return FakeChoice(text, tuple(tokens), tuple(lps), finish)
 
 
+def canned_choice(answers: tuple[str, ...] | list[str], *, phash: str, seed: int | None, model: str, index: int = 0,
+                  max_tokens: int = 16, temperature: float = 1.0) -> FakeChoice:
+    """One of ``answers``, picked deterministically by (prompt, seed, model, index); cut at ``max_tokens`` tokens."""
+    key = _rng_key(phash, seed, model, index, temperature).encode()
+    stream = hashlib.shake_128(key).digest(4 + _BYTES_PER_TOKEN)
+    text = answers[int.from_bytes(stream[:4], "little") % len(answers)]
+    tokens = re.findall(r"\s*\S+", text) or [text]
+    kept = tokens[: max(0, int(max_tokens))]
+    finish = "stop" if len(kept) == len(tokens) else "length"
+    return FakeChoice("".join(kept), tuple(kept), tuple(_LOGPROBS[stream[4]] for _ in kept), finish)
+
+
 def expected_completion(prompt: Any, *, seed: int | None, model: str, max_tokens: int = 16,
                         stop: tuple[str, ...] | list[str] = (), temperature: float = 1.0, index: int = 0) -> str:
     """The text the fake server returns for these request parameters."""
@@ -168,11 +187,13 @@ def corrupt_logprobs(body: dict, chat: bool) -> None:
             choice["logprobs"] = lp
 
 
-def build_body(path: str, payload: dict, *, seed_fallback: int, request_id: int, phash: str | None = None) -> tuple[dict, dict]:
+def build_body(path: str, payload: dict, *, seed_fallback: int, request_id: int, phash: str | None = None,
+               answers: tuple[str, ...] | None = None) -> tuple[dict, dict]:
     """The response body for a valid generation request and a summary for the request log.
 
     ``payload`` is the parsed request JSON; ``path`` is ``/v1/completions`` or ``/v1/chat/completions``;
-    ``phash`` is the prompt's hash when the caller already has it.
+    ``phash`` is the prompt's hash when the caller already has it; ``answers``: canned chat answers
+    (module docstring), not used to continue a final message.
     """
     chat = path.endswith("/chat/completions")
     prompt = payload["messages"] if chat else payload["prompt"]
@@ -190,10 +211,15 @@ def build_body(path: str, payload: dict, *, seed_fallback: int, request_id: int,
     else:
         k = int(payload["logprobs"]) if payload.get("logprobs") is not None else -1
     phash = phash or prompt_hash(prompt)
+    canned = answers if chat and answers and not payload.get("continue_final_message") else None
     choices, used = [], 0
     for index in range(n):
-        choice = generate(prompt, seed=seed, model=model, index=index, max_tokens=max_tokens, stop=stop,
-                          temperature=temperature, phash=phash)
+        if canned:
+            choice = canned_choice(canned, phash=phash, seed=seed, model=model, index=index, max_tokens=max_tokens,
+                                   temperature=temperature)
+        else:
+            choice = generate(prompt, seed=seed, model=model, index=index, max_tokens=max_tokens, stop=stop,
+                              temperature=temperature, phash=phash)
         used += len(choice.tokens)
         key = _rng_key(phash, seed, model, index, temperature)
         entry: dict[str, Any] = {"index": index, "finish_reason": choice.finish_reason}
@@ -234,6 +260,11 @@ def validate_request(path: str, payload: Any) -> str | None:
         messages = payload.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             return "'messages' must be a non-empty list of objects"
+        if payload.get("continue_final_message"):  # vLLM's own checks
+            if payload.get("add_generation_prompt", True):
+                return "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+            if messages[-1].get("role") != "assistant":
+                return "`continue_final_message` needs the last message to be the assistant's"
     elif not isinstance(payload.get("prompt"), str):
         return "'prompt' must be a string"
     for name in ("n", "max_tokens", "max_completion_tokens", "seed", "logprobs", "top_logprobs"):

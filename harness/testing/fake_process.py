@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", default=[], metavar="NAME=RATE", help=f"one of {', '.join(FAULTS)}")
     parser.add_argument("--fault-seed", type=int, default=None)
     parser.add_argument("--retry-after", type=float, default=None)
+    parser.add_argument("--no-prefill", action="store_true", help="answer vLLM's continue_final_message with 400")
     parser.add_argument("--settings-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings: dict[str, Any] = json.loads(args.settings_json) if args.settings_json else {}
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             settings[name] = value
     if args.model:
         settings["models"] = args.model
+    if args.no_prefill:
+        settings["prefill"] = False
     try:
         if args.fault:
             settings["faults"] = dict(_parse_fault(f) for f in args.fault)

@@ -16,6 +16,8 @@ As a process (for benchmarks, so the server does not share the client's GIL)::
 
 or ``with harness.testing.start_fake_server_process(latency_ms=50) as proc: proc.base_url``
 (:mod:`harness.testing.fake_process`).
+Chat mode: ``srv.configure(chat_answers=[...])`` plants the assistant's answers; vLLM's assistant prefill
+(``continue_final_message``) is served unless ``prefill=False``, which answers it 400 as OpenAI does.
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models`` and
 ``GET /_fake/stats`` (request counts by status, peak concurrent requests). Output text: see :mod:`harness.testing.fake_payloads`.
 """
@@ -43,7 +45,9 @@ from harness.errors import UsageError
 from harness.testing.fake_payloads import FAULTS, build_body, corrupt_logprobs, error_body, prompt_hash, validate_request
 
 _GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions")
-_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "n", "logprobs", "top_logprobs")
+_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "n", "logprobs", "top_logprobs", "continue_final_message",
+           "add_generation_prompt")
+PREFILL_FIELDS = ("continue_final_message", "add_generation_prompt")  # vLLM's extra body fields for assistant prefill
 _JSON = "application/json"
 _BODY_FAULTS = (None, "empty_choices", "bad_logprobs", "truncated", "slow_body")  # answered with a (mangled) body
 
@@ -63,6 +67,8 @@ class FakeServerSettings:
     retry_after_format: str = "seconds"  # "seconds" or "http-date"
     slow_body_ms: float = 200.0  # pause between each of the 8 chunks of a slow body
     hang_s: float = 300.0  # how long a hang lasts unless the server stops first
+    prefill: bool = True  # accept vLLM's continue_final_message; False: answer 400, as a server without it does
+    chat_answers: tuple[str, ...] | None = None  # chat content is one of these (fake_payloads), not random words
 
     def validated(self) -> FakeServerSettings:
         """Return self, or raise UsageError naming the bad setting."""
@@ -76,6 +82,8 @@ class FakeServerSettings:
             raise UsageError(f"retry_after_format {self.retry_after_format!r} is unknown", "use seconds or http-date")
         if self.latency_ms < 0 or self.retry_after < 0:
             raise UsageError("latency_ms and retry_after must be >= 0", "pass non-negative numbers")
+        if self.chat_answers is not None and (not self.chat_answers or not all(isinstance(a, str) for a in self.chat_answers)):
+            raise UsageError("chat_answers must be a non-empty list of strings", "pass e.g. chat_answers=['Rating: 4 ...'], or None")
         if self.max_concurrency is not None and (isinstance(self.max_concurrency, bool) or self.max_concurrency < 1):
             raise UsageError(f"max_concurrency {self.max_concurrency!r} is not a positive integer", "pass e.g. max_concurrency=8, or None for no cap")
         return self
@@ -271,6 +279,9 @@ class FakeOpenAIServer:
         except ValueError:
             payload = None
         problem = validate_request(path, payload) if payload is not None else "the body is not valid JSON"
+        if not problem and not s.prefill and any(f in payload for f in PREFILL_FIELDS):
+            field = next(f for f in PREFILL_FIELDS if f in payload)
+            problem = f"Unrecognized request argument supplied: {field}"
         if problem:
             self._record(RequestRecord(now, path, None, None, None, 400, None, None))
             return _json(400, error_body(problem, "invalid_request_error"))
@@ -320,7 +331,8 @@ class FakeOpenAIServer:
             self._request_id += 1
             request_id = self._request_id
         seed_fallback = -request_id  # unseeded requests differ from each other, as on a real server
-        body, _summary = build_body(path, payload, seed_fallback=seed_fallback, request_id=request_id, phash=phash)
+        body, _summary = build_body(path, payload, seed_fallback=seed_fallback, request_id=request_id, phash=phash,
+                                    answers=self._settings.chat_answers)
         if fault == "empty_choices":
             body["choices"] = []
         elif fault == "bad_logprobs":
@@ -441,7 +453,8 @@ def normalise_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(settings)
     if "faults" in out:
         out["faults"] = {str(k): float(v) for k, v in dict(out["faults"] or {}).items()}
-    if out.get("models") is not None:
-        out["models"] = tuple(out["models"])
+    for name in ("models", "chat_answers"):
+        if out.get(name) is not None and not isinstance(out[name], str):
+            out[name] = tuple(out[name])
     return out
 

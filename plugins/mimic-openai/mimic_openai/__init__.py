@@ -13,6 +13,15 @@ Options (query string, ``--option``, or a ``--model-config`` entry):
   file may give ``api_key`` instead. A loopback server (127.0.0.1, localhost) needs no key. The key is
   kept in memory only: never in ``model_id``, logs, errors or files.
 - ``mode``: ``completions`` (default; base models, the purest mimics) or ``chat``.
+- ``prefill`` (``mode=chat`` only; default false): the server continues a trailing assistant message
+  (vLLM, and servers that copy its API). The backend then declares ``Capability.ASSISTANT_PREFILL``,
+  so the harness renders tasks as ``chat+prefill`` (the item's prefix in an open assistant turn), and
+  a request whose last message is the assistant's carries vLLM's extra body fields
+  ``"continue_final_message": true, "add_generation_prompt": false``; the answer holds only the
+  continuation. A server without them (OpenAI's own API) answers 400, which the run reports as one
+  line naming this option. Part of the model id when true. Chat-mode logprobs
+  (``logprobs: true, top_logprobs: k``) are read into ``Completion.logprobs`` as in completions mode,
+  so with prefill the exact header-field route works for chat models too.
 - ``concurrency``: requests in flight and connections kept open; default the run's ``--concurrency``
   (``BuildContext.concurrency``), else 64.
 - ``endpoint_concurrency``: with several base URLs, requests in flight per endpoint; default an even
@@ -32,6 +41,7 @@ Examples::
     mimic sample "openai:gemma?base_url=http://127.0.0.1:8000/v1" "Review:" --max-tokens 20
     mimic sample "openai:gpt-4o-mini?mode=chat&api_key_env=MY_KEY" "Say hi"
     mimic sample "openai:gemma?base_url=http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1" "Review:"
+    mimic run --task bookworld --model "openai:Qwen/Qwen2.5-0.5B-Instruct?base_url=http://127.0.0.1:8000/v1&mode=chat&prefill=true"
 """
 
 from __future__ import annotations

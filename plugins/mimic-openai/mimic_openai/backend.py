@@ -14,7 +14,7 @@ from harness import BackendError, Capability, Completion, GenerationRequest, Per
 from mimic_openai.config import OpenAIConfig, model_id_for
 from mimic_openai.pool import EndpointPool, Response
 from mimic_openai.transports import make_transport
-from mimic_openai.wire import build_payload, classify_status, parse_completion
+from mimic_openai.wire import build_payload, classify_status, parse_completion, prefill_rejected
 
 
 class OpenAIMimic:
@@ -26,7 +26,8 @@ class OpenAIMimic:
         self.config = config
         self.model_id = model_id_for(config)
         mode_capability = Capability.COMPLETION if config.mode == "completions" else Capability.CHAT
-        self.capabilities = frozenset({mode_capability, Capability.LOGPROBS, Capability.SEEDED})
+        prefill = {Capability.ASSISTANT_PREFILL} if config.prefill else set()
+        self.capabilities = frozenset({mode_capability, Capability.LOGPROBS, Capability.SEEDED, *prefill})
         self.pool = EndpointPool(config.endpoint_configs(), make_transport) if config.endpoints else None
         self.transport = make_transport(config) if self.pool is None else None
         self._semaphore: asyncio.Semaphore | None = None
@@ -53,7 +54,10 @@ class OpenAIMimic:
             return await self.transport.post(payload), self.config
 
     async def _one(self, request: GenerationRequest) -> Completion:
-        (status, headers, body), config = await self._post(build_payload(request, self.config))
+        payload = build_payload(request, self.config)
+        (status, headers, body), config = await self._post(payload)
+        if status == 400 and "continue_final_message" in payload:
+            raise prefill_rejected(headers, body, config)
         if status != 200:
             raise classify_status(status, headers, body, config)
         return parse_completion(body, request, config)

@@ -19,7 +19,9 @@ MODES = ("completions", "chat")
 TRANSPORTS = ("auto", "aiohttp", "sdk")
 # The SDK costs 3-6 ms of CPU per request against aiohttp's 0.3 ms (see the package docstring).
 AUTO_TRANSPORT = "aiohttp"
-OPTIONS = ("base_url", "api_key_env", "api_key", "mode", "concurrency", "endpoint_concurrency", "timeout", "transport")
+OPTIONS = ("base_url", "api_key_env", "api_key", "mode", "concurrency", "endpoint_concurrency", "timeout", "transport",
+           "prefill")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 class Secret:
@@ -58,6 +60,7 @@ class OpenAIConfig:
     transport: str  # "aiohttp" or "sdk" (auto resolved)
     endpoints: tuple[str, ...] = ()  # every base URL when base_url was a list (replicas of one model); else empty
     endpoint_concurrency: int = 0  # requests in flight per endpoint (with several endpoints)
+    prefill: bool = False  # chat mode: a trailing assistant message is continued (vLLM's continue_final_message)
 
     def endpoint_configs(self) -> list[OpenAIConfig]:
         """One single-server config per endpoint, each with its own concurrency."""
@@ -133,6 +136,7 @@ def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None, default
     transport = str(spec.option("transport", "auto"))
     if transport not in TRANSPORTS:
         raise ModelSpecError(f"openai option transport={transport!r} is unknown", "use transport=auto, aiohttp or sdk")
+    prefill = _prefill(spec, mode)
     key_env = str(spec.option("api_key_env", "OPENAI_API_KEY"))
     config_key = spec.option("api_key")
     key_value = str(config_key) if config_key else env.get(key_env, "")
@@ -156,7 +160,19 @@ def parse_config(spec: ModelSpec, environ: dict[str, str] | None = None, default
         endpoints=tuple(urls) if replicas else (),
         # An even share of the pool by default, rounded up so the endpoints together can hold all of it.
         endpoint_concurrency=int(_number(spec, "endpoint_concurrency", -(-concurrency // len(urls)), int, 1)),
+        prefill=prefill,
     )
+
+
+def _prefill(spec: ModelSpec, mode: str) -> bool:
+    """The ``prefill`` option: true only in chat mode (a completions prompt has no assistant turn to continue)."""
+    value = spec.option("prefill", False)
+    text = str(value).strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ModelSpecError(f"openai option prefill={value!r} is not true or false", "write prefill=true or leave it out")
+    if text in _TRUE and mode != "chat":
+        raise ModelSpecError("openai option prefill=true needs mode=chat", "add mode=chat, or drop prefill")
+    return text in _TRUE
 
 
 def _base_urls(value) -> tuple[list[str], bool]:
@@ -184,12 +200,15 @@ def _base_urls(value) -> tuple[list[str], bool]:
 
 
 def model_id_for(config: OpenAIConfig) -> str:
-    """``openai:MODEL#hash`` of what changes outputs (server and mode), not of transport knobs or keys.
+    """``openai:MODEL#hash`` of what changes outputs (server, mode, prefill), not of transport knobs or keys.
 
     A list of base URLs names replicas of one model, so which endpoint answers does not matter: the
     id then leaves the URLs out (their number and order too), and a run over three replicas shares
     its cache with a run over any other list of them.
     """
+    # prefill=true sends continue_final_message with a trailing assistant message, which a server
+    # without it answers differently: it is part of the id (and left out when false, so ids stay as they were).
+    extra = {"prefill": True} if config.prefill else {}
     if config.endpoints:
-        return ModelSpec("openai", config.model, {"mode": config.mode, "served_by": "replicas"}).model_id
-    return ModelSpec("openai", config.model, {"base_url": config.public_url, "mode": config.mode}).model_id
+        return ModelSpec("openai", config.model, {"mode": config.mode, "served_by": "replicas", **extra}).model_id
+    return ModelSpec("openai", config.model, {"base_url": config.public_url, "mode": config.mode, **extra}).model_id

@@ -26,6 +26,10 @@ from harness import (
 
 from mimic_openai.config import OpenAIConfig
 
+# vLLM's extra chat-completion fields for assistant prefill: render the conversation without opening a
+# new assistant turn, and let the model continue the last (assistant) message, whose text the answer
+# then extends (the response holds only the continuation).
+CONTINUE_FINAL_MESSAGE = {"continue_final_message": True, "add_generation_prompt": False}
 _FINISH = {"stop": "stop", "length": "length", "eos": "stop", "eos_token": "stop", "end_turn": "stop",
            "stop_sequence": "stop", "max_tokens": "length"}
 
@@ -59,6 +63,8 @@ def build_payload(request: GenerationRequest, config: OpenAIConfig) -> dict[str,
     else:
         messages = [ChatMessage("user", request.prompt)] if isinstance(request.prompt, str) else request.prompt
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        if config.prefill and messages[-1].role == "assistant":
+            body.update(CONTINUE_FINAL_MESSAGE)
         if request.top_logprobs > 0:
             body["logprobs"] = True
             body["top_logprobs"] = request.top_logprobs
@@ -197,6 +203,17 @@ def _server_message(body: bytes) -> tuple[str, str]:
     if isinstance(error, str):
         return error, ""
     return (str(data.get("message", "")) if isinstance(data, dict) else ""), ""
+
+
+def prefill_rejected(headers: Mapping[str, str], body: bytes, config: OpenAIConfig) -> PermanentBackendError:
+    """The error of a 400 to a request that carried ``continue_final_message``: the server has no prefill."""
+    rejected = classify_status(400, headers, body, config)
+    said = "" if "continue_final_message" in rejected.message else " (the request carried continue_final_message)"
+    return PermanentBackendError(
+        f"{rejected.message}{said}",
+        f"this server does not take assistant prefill: drop prefill=true from openai:{config.model} "
+        "(the run then parses items from the chat answers)",
+    )
 
 
 def classify_status(status: int, headers: Mapping[str, str], body: bytes, config: OpenAIConfig) -> BackendError:
