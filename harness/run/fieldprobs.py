@@ -26,6 +26,14 @@ log-probability of each candidate value, normalised over the candidates.
   `` scifi``) is appended to the prompt and the next token read, up to ``MAX_DEPTH`` tokens
   (``method: logprobs``). It is an approximation: spellings through tokens outside a step's top
   20 count as 0. Else the table is empty and the estimator samples.
+- **Chat models** (the run's rendering, :mod:`harness.chat.renderings`): a ``chat+prefill`` draw's
+  prompt is a conversation whose last message is the assistant's, holding the pool's prefix; its field
+  prompt is the same conversation with that message holding the header up to ``Field:``, so the
+  backend continues the item exactly where a completion prompt would. Such prompts are scored on the
+  logprobs route only (``loglikelihood`` pairs are text, not conversations); walking down a
+  candidate's tokens extends the assistant message. A plain ``chat`` run has no place to put the
+  header (the answer starts wherever the model likes): no table, and the synchronisation estimates
+  say ``sampled`` in their ``method``.
 - P(value) is the probability that the field's text *starts with* the value, under the
   tokenizer's own split of ``lead + value`` (loglikelihood) or the top-20 paths (logprobs). A
   model that writes a value outside the candidates (`` five``) is left out by the normalisation,
@@ -42,8 +50,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from harness.chat.renderings import CHAT_PREFILL, COMPLETION
 from harness.errors import BudgetExceeded, TaskError
-from harness.mimic import Capability, GenerationRequest, Mimic
+from harness.mimic import Capability, ChatMessage, GenerationRequest, Mimic
 from harness.prompts import PlannedDraw
 from harness.records import FIELD_PROBS_FILE
 from harness.run.calls import ModelCalls
@@ -66,7 +75,7 @@ class FieldPrompt:
     pool: str
     n_exemplars: int
     context_id: int
-    prompt: str
+    prompt: str | tuple[ChatMessage, ...]  # a document, or a conversation ending in the assistant's open message
     logweight: float = 0.0  # log P(earlier header values) when the header before the field was enumerated
     given: tuple[tuple[str, str], ...] = ()  # the earlier (field, value) pairs written in the header
 
@@ -131,6 +140,33 @@ def header_text(layout: HeaderLayout, field: str, given: Mapping[str, str]) -> s
     return "".join(layout.pieces[i] + layout.leads[i] + str(given[layout.fields[i]]) for i in range(j)) + layout.pieces[j]
 
 
+Prompt = str | tuple[ChatMessage, ...]
+
+
+def extend_prompt(prompt: Prompt, text: str) -> Prompt:
+    """``prompt`` with ``text`` appended: to the document, or to the conversation's last (assistant) message."""
+    if isinstance(prompt, str):
+        return prompt + text
+    last = prompt[-1]
+    return (*prompt[:-1], ChatMessage(last.role, last.content + text))
+
+
+def cut_prompt(prompt: Prompt, n: int) -> Prompt:
+    """``prompt`` without its last ``n`` characters (of the document, or of the last message)."""
+    if isinstance(prompt, str):
+        return prompt[: len(prompt) - n]
+    last = prompt[-1]
+    return (*prompt[:-1], ChatMessage(last.role, last.content[: len(last.content) - n]))
+
+
+def _ends_with_prefix(draw: Any) -> bool:
+    """The draw's prompt ends with its prefix: a completion document, or a chat+prefill conversation."""
+    if isinstance(draw.prompt, str):
+        return draw.prompt.endswith(draw.prefix)
+    last = draw.prompt[-1] if draw.prompt else None
+    return last is not None and last.role == "assistant" and last.content == draw.prefix
+
+
 def field_prompts(task, reference: pl.DataFrame, planned: Sequence[Any], field: str,
                   given: Mapping[str, str] | None = None, layout: HeaderLayout | None = None) -> list[FieldPrompt]:
     """One prompt per ``none``-pool context of ``planned`` (PlannedDraw objects) ending at ``<field>:``."""
@@ -142,18 +178,21 @@ def field_prompts(task, reference: pl.DataFrame, planned: Sequence[Any], field: 
         if d.pool != "none" or key in seen:
             continue
         seen.add(key)
-        if not header.startswith(d.prefix) or not d.prompt.endswith(d.prefix):
+        if not header.startswith(d.prefix) or not _ends_with_prefix(d):
             raise TaskError(f"task {task.name}: the none pool's prefix {d.prefix!r} does not start the item header {header!r}",
                             "make render.open_prefix the beginning of the rendered exemplar")
-        base = d.prompt[: len(d.prompt) - len(d.prefix)]
-        out.append(FieldPrompt(d.pool, d.n_exemplars, d.context_id, base + header, 0.0, tuple(sorted((given or {}).items()))))
+        prompt = extend_prompt(cut_prompt(d.prompt, len(d.prefix)), header)
+        out.append(FieldPrompt(d.pool, d.n_exemplars, d.context_id, prompt, 0.0, tuple(sorted((given or {}).items()))))
     return out
 
 
-def route_of(mimic: Mimic, route: str = "auto") -> str | None:
-    """``loglikelihood``, ``logprobs`` or None (sample instead), from the mimic's capabilities."""
+def route_of(mimic: Mimic, route: str = "auto", chat: bool = False) -> str | None:
+    """``loglikelihood``, ``logprobs`` or None (sample instead), from the mimic's capabilities.
+
+    ``chat``: the prompts are conversations, which only the logprobs route (generate) takes.
+    """
     caps = getattr(mimic, "capabilities", frozenset())
-    if route in ("auto", "loglikelihood") and Capability.LOGLIKELIHOOD in caps:
+    if route in ("auto", "loglikelihood") and Capability.LOGLIKELIHOOD in caps and not chat:
         return "loglikelihood"
     if route in ("auto", "logprobs") and Capability.LOGPROBS in caps:
         return "logprobs"
@@ -174,7 +213,7 @@ async def _score_loglikelihood(mimic, prompts: Sequence[str], conts: Sequence[st
     return np.asarray(scores, dtype=np.float64).reshape(len(prompts), len(conts))
 
 
-async def _score_logprobs(mimic, prompts: Sequence[str], conts: Sequence[str]) -> np.ndarray:
+async def _score_logprobs(mimic, prompts: Sequence[Prompt], conts: Sequence[str]) -> np.ndarray:
     """Walk each prompt's top-20 tokens down the candidates' spellings (see the module docstring)."""
     out = np.full((len(prompts), len(conts)), -np.inf)
     states = [(i, p, {j: c for j, c in enumerate(conts)}, 0.0) for i, p in enumerate(prompts)]
@@ -198,12 +237,12 @@ async def _score_logprobs(mimic, prompts: Sequence[str], conts: Sequence[str]) -
                         out[i, j] = np.logaddexp(out[i, j], mass + lp)
                     elif token and r.startswith(token):
                         deeper.setdefault(token, {})[j] = r[len(token):]
-            nxt += [(i, prompt + t, sub, mass + top[t]) for t, sub in deeper.items()]
+            nxt += [(i, extend_prompt(prompt, t), sub, mass + top[t]) for t, sub in deeper.items()]
         states = nxt
     return out
 
 
-async def score_candidates(mimic, prompts: Sequence[str], conts: Sequence[str], route: str) -> np.ndarray:
+async def score_candidates(mimic, prompts: Sequence[Prompt], conts: Sequence[str], route: str) -> np.ndarray:
     """(prompts, candidates) log-probabilities normalised over the candidates, by the given route."""
     if not prompts:
         return np.zeros((0, len(conts)))
@@ -233,8 +272,8 @@ async def field_distributions(mimic, prompts: Sequence[FieldPrompt | tuple], fie
     ``prompts`` are :class:`FieldPrompt` objects or ``(pool, n_exemplars, context_id, prompt_text)``
     tuples; several prompts of one context are mixed by their ``logweight``.
     """
-    chosen = route_of(mimic, route)
     prompts = [p if isinstance(p, FieldPrompt) else FieldPrompt(*p) for p in prompts]
+    chosen = route_of(mimic, route, chat=any(not isinstance(p.prompt, str) for p in prompts))
     if chosen is None or not prompts:
         return pl.DataFrame(schema=FIELD_PROBS_SCHEMA)
     cond = await score_candidates(mimic, [p.prompt for p in prompts], [lead + v for v in values], chosen)
@@ -249,7 +288,7 @@ async def context_field_probs(mimic, task, reference: pl.DataFrame, planned: Seq
     (module docstring). Fields with more than ``MAX_VALUES`` raw values end the chain. Empty when
     the mimic has neither capability (the caller samples).
     """
-    chosen = route_of(mimic, route)
+    chosen = route_of(mimic, route, chat=any(not isinstance(d.prompt, str) for d in planned))
     if chosen is None:
         return pl.DataFrame(schema=FIELD_PROBS_SCHEMA)
     layout = header_layout(task, reference)
@@ -280,8 +319,8 @@ async def context_field_probs(mimic, task, reference: pl.DataFrame, planned: Seq
             heads[key] = []
             for p, v, lw in kept:
                 given = dict(p.given) | {field: v}
-                base = p.prompt[: len(p.prompt) - len(header_text(layout, field, dict(p.given)))]
-                heads[key].append(FieldPrompt(*key, base + header_text(layout, nxt_field, given), lw - norm,
+                base = cut_prompt(p.prompt, len(header_text(layout, field, dict(p.given))))
+                heads[key].append(FieldPrompt(*key, extend_prompt(base, header_text(layout, nxt_field, given)), lw - norm,
                                               tuple(sorted(given.items()))))
     return pl.DataFrame(rows, schema=FIELD_PROBS_SCHEMA)
 
@@ -289,18 +328,20 @@ async def context_field_probs(mimic, task, reference: pl.DataFrame, planned: Seq
 async def field_probs_phase(session: RunSession, loaded: Loaded, calls: ModelCalls, planned: Sequence[PlannedDraw]) -> str | None:
     """Write ``field_probs.parquet`` for the synchronisation contexts; a budget message if the budget stopped it.
 
-    Only when the backend declares logprobs or loglikelihood and the proxy is a header field; the
-    table is written once, so a resumed or repeated run reuses it (and its calls are cached besides).
+    Only when the backend declares logprobs or loglikelihood (a ``chat+prefill`` run: logprobs) and
+    the proxy is a header field; a plain ``chat`` run samples instead. The table is written once, so
+    a resumed or repeated run reuses it (and its calls are cached besides).
     """
     task = loaded.task
     proxy = task.feature(task.proxy.feature)
     mimic = calls.measuring("field_probs", session.cache)
-    if (session.run_dir / FIELD_PROBS_FILE).exists() or route_of(mimic) is None or proxy.type != "header_field":
-        return None
-    if any(not isinstance(d.prompt, str) for d in planned):  # chat renderings: the sync curve samples instead
-        return None
     sizes = set(task.context_sizes)
     sync_draws = [d for d in planned if d.pool == "none" and d.n_exemplars in sizes]
+    if any(d.rendering not in (COMPLETION, CHAT_PREFILL) for d in sync_draws):  # plain chat: the sync curve samples
+        return None
+    chat = any(d.rendering == CHAT_PREFILL for d in sync_draws)
+    if (session.run_dir / FIELD_PROBS_FILE).exists() or route_of(mimic, chat=chat) is None or proxy.type != "header_field":
+        return None
     try:
         frame = await context_field_probs(mimic, task, loaded.reference.frame, sync_draws, fields=[proxy.options.get("field", proxy.name)])
     except BudgetExceeded as exc:
