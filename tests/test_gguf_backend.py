@@ -143,7 +143,7 @@ def test_model_id_is_stable_and_ignores_thread_count():
 def test_capabilities(gemma, smol):
     common = {Capability.COMPLETION, Capability.SEEDED, Capability.SHARED_PREFIX, Capability.LOGPROBS, Capability.LOGLIKELIHOOD}
     assert gemma.capabilities == frozenset(common)  # the base GGUF has no chat template
-    assert smol.capabilities == frozenset(common | {Capability.CHAT})
+    assert smol.capabilities == frozenset(common | {Capability.CHAT, Capability.ASSISTANT_PREFILL})
     assert gemma.context_window == 2048 and gemma.model_id == "gguf:default"
     assert gemma.max_concurrency == 2  # two 8-sample contexts fill the default 16 sequence slots
 

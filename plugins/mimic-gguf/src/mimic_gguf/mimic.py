@@ -38,7 +38,9 @@ class GGUFMimic:
         self._drainers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
         caps = {Capability.COMPLETION, Capability.SEEDED, Capability.SHARED_PREFIX, Capability.LOGPROBS, Capability.LOGLIKELIHOOD}
         if self._formatter is not None:
-            caps.add(Capability.CHAT)
+            # The template renders a conversation, and a trailing assistant message is continued
+            # (render_chat), so the harness may prefill the item's prefix there.
+            caps |= {Capability.CHAT, Capability.ASSISTANT_PREFILL}
         self.capabilities = frozenset(caps)
         self.context_window = model.n_ctx
         # Calls in flight worth having: one context of 8 samples per 8 sequence slots, so a runner
@@ -70,15 +72,28 @@ class GGUFMimic:
                 f"{self.model_id} has no chat template, so it cannot take chat messages",
                 "send a plain-text prompt, or use a chat model such as gguf:smollm2",
             )
-        messages = [{"role": m.role, "content": m.content} for m in prompt]
+        text = self.render_chat(prompt)
+        return model.tokenize(text, add_bos=True, parse_special=True)
+
+    def render_chat(self, prompt: tuple[ChatMessage, ...]) -> str:
+        """Chat turns as the model's template writes them, ending where the model writes next.
+
+        Without a trailing assistant message that is the template's generation prompt (the opening of
+        the assistant turn). With one (assistant prefill) the turns before it are rendered with the
+        generation prompt and the message's text is appended as it is, the turn left open (no
+        end-of-turn token), so the model continues that text.
+        """
+        assert self._formatter is not None
+        prefill = prompt[-1].content if prompt and prompt[-1].role == "assistant" else None
+        turns = prompt[:-1] if prefill is not None else prompt
         try:
-            text = self._formatter(messages=messages).prompt
+            text = self._formatter(messages=[{"role": m.role, "content": m.content} for m in turns]).prompt
         except jinja2.TemplateError as exc:  # templates reject e.g. a system turn they do not support
             raise PermanentBackendError(
                 f"the chat template of {self.model_id} rejected the messages: {exc}",
                 "change the roles or order of the chat messages",
             ) from None
-        return model.tokenize(text, add_bos=True, parse_special=True)
+        return text if prefill is None else text + prefill
 
     def _generate_calls(self, calls: list[list[GenerationRequest]]) -> list[list[Completion] | Exception]:
         """Serve several ``generate`` calls with one batched run; a call with bad requests fails alone."""
