@@ -80,6 +80,20 @@ def test_ray_executor_refuses_a_budget():
         RunConfig(model=ModelSpec("scripted", "echo"), task="t", executor="dask")
 
 
+def test_an_address_nobody_listens_on_is_a_one_line_usage_error(tmp_path):
+    pytest.importorskip("ray")
+    from harness.plugins import build_registries
+    from harness.testing.ray_cluster import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    config = RunConfig(model=ModelSpec("scripted", "echo"), task="bookworld", samples=2, out_dir=tmp_path, progress="off",
+                       summary_to="off", estimators=(), executor="ray", ray_address=address)
+    with pytest.raises(UsageError) as info:
+        run(config, build_registries())
+    line = info.value.one_line()
+    assert f"cannot join the Ray cluster at {address}" in line and "ray start --head" in line and "\n" not in line
+
+
 # -- on a real cluster ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,13 +134,29 @@ def connect(ray: Any, address: str) -> bool:
     """
     if ray.is_initialized():
         return False
+    hint = ("start one with `ray start --head`, or pass --ray-address auto; a cluster started with "
+            "RAY_AUTH_MODE=token needs it (and its ~/.ray/auth_token) here too")
+    refused = unreachable(address)
+    if refused:  # ray.init would retry for minutes before saying so
+        raise UsageError(f"cannot join the Ray cluster at {address}: {refused}", hint)
     try:
         ray.init(address=None if address == "auto" else address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot join the Ray cluster at {address}: {first}",
-                         "start one with `ray start --head`, or pass --ray-address auto") from None
+        raise UsageError(f"cannot join the Ray cluster at {address}: {first}", hint) from None
     return True
+
+
+def unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why a ``HOST:PORT`` address takes no TCP connection (None when it does, or is not of that form)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
