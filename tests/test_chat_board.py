@@ -168,3 +168,14 @@ def test_compare_says_the_renderings_differ(runs):
     assert (result["sections"][0]["rendering_a"], result["sections"][0]["rendering_b"]) == ("completion", "chat")
     same = _cli("compare", str(runs["chat"]), str(runs["chat"]), "--n-boot", "100")
     assert "renderings differ" not in same
+
+
+def test_the_default_suite_runs_the_instruct_model_through_its_chat_template():
+    from harness.chat.renderings import forced_rendering
+    from harness.modelspec import parse_model_spec
+    from harness.suites import load_suite
+
+    specs = [parse_model_spec(m) for m in load_suite("default").models]
+    renderings = {spec.model: forced_rendering(spec) for spec in specs}
+    assert renderings == {"default": None, "smollm2": renderings["smollm2"]}  # the base model: its capabilities pick completion
+    assert renderings["smollm2"] in ("chat", "chat+prefill")
