@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -79,7 +80,14 @@ def print_ray() -> None:
     spec = importlib.util.spec_from_file_location("ray_overhead", RAY_BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    figures = module.measure_ray()
+    # The endpoint half restricts the plugins to the openai backend's; the Ray half runs bookworld
+    # on a scripted mimic and needs every built-in plugin (its workers inherit MIMIC_* variables).
+    restricted = os.environ.pop("MIMIC_PLUGINS", None)
+    try:
+        figures = module.measure_ray()
+    finally:
+        if restricted is not None:
+            os.environ["MIMIC_PLUGINS"] = restricted
     print("\nsingle process vs Ray (benchmarks/ray_overhead.py measure_ray()):")
     if isinstance(figures, dict):
         for name, value in figures.items():
