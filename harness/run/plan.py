@@ -56,6 +56,7 @@ def plan_summary(main_k: int, planned: list[PlannedDraw]) -> dict[str, Any]:
     """The effective plan for the manifest: pools, C contexts x S samples at the main context size, all sizes,
     and the rendering(s) the draws were made in (``completion``, ``chat``, ``chat+prefill``; comma-joined if several)."""
     main = [d for d in planned if d.n_exemplars == main_k]
-    return {"rendering": ",".join(sorted({d.rendering for d in planned})) or COMPLETION,"pools": sorted({d.pool for d in planned}), "contexts": len({d.context_id for d in main}),
+    return {"rendering": ",".join(sorted({d.rendering for d in planned})) or COMPLETION,
+            "pools": sorted({d.pool for d in planned}), "contexts": len({d.context_id for d in main}),
             "samples_per_context": max((d.sample_index for d in main), default=-1) + 1, "n_exemplars": main_k,
             "context_sizes": sorted({d.n_exemplars for d in planned}), "draws": len(planned)}
