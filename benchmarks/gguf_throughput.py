@@ -1,187 +1,216 @@
-"""Throughput of the gguf backend against llama-cpp-python's high-level API, in one run.
+"""Throughput of the gguf backend against a plain shared-prefill loop over llama-cpp-python, in one run.
 
-Workload (the harness's shape): C contexts x S samples x T tokens, each context a ~450-token
-prompt of five review exemplars; no stop strings, so every draw decodes up to T tokens.
+Workload: bookworld's ``none`` pool as a run renders it (C contexts x S samples, five exemplars per
+prompt, the task's stop strings, at most T tokens per draw), the embedded Gemma ``gguf:default``.
 
-  (a)  ``llama_cpp.Llama``, one draw at a time (``create_completion`` with the draw's seed), as
-       shipped (flash attention off); (a') the same with ``flash_attn=True``;
-  (b)  the gguf mimic, one ``generate`` call per context (how the runner sends draws);
-  (c)  the gguf mimic, all draws in one ``generate`` call (contexts packed into waves).
+  (a)  the backend as the runner calls it: one ``generate`` per context, from as many concurrent
+       workers as the runner starts for it (``effective_concurrency``: the backend's ``max_concurrency``);
+  (b)  the backend with every context in one ``generate`` call;
+  (c)  a plain loop written here with llama.cpp's C API: each context's prompt decoded once, its cells
+       copied to its S sequences, one ``llama_decode`` per step for every live sequence (all C x S at
+       once), one seeded ``dist`` sampler per sequence, the same stop strings.
 
-Usage: .venv/bin/python benchmarks/gguf_throughput.py [--model default] [--contexts 4]
-       [--samples 8] [--tokens 48] [--threads N] [--highlevel default|flash-attn|both|none]
+The paths run in turn, ``--rounds`` times, so drifting load on a shared machine touches all of them;
+the ratios (a)/(c) and (b)/(c) are taken per round and the machine's load average is printed beside them.
+
+Usage: .venv/bin/python benchmarks/gguf_throughput.py [--contexts 4] [--samples 8] [--tokens 48]
+       [--threads 2] [--rounds 1] [--pool none]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import ctypes
+import dataclasses
+import os
 import statistics
 import time
+from collections import deque
 
+import llama_cpp as C
+
+from harness.plugins import build_registries
 from harness.mimic import GenerationRequest
 from harness.modelspec import parse_model_spec
-from harness.seeding import derive_seed
+from harness.prompts import plan_draws, request_for
+from harness.protocols import BuildContext
+from harness.reference import load_reference
+from harness.run.calls import effective_concurrency
+from harness.run.config import RunConfig
+from harness.run.generate import LAUNCH_WINDOW
+from harness.tasks import load_task
 
-from mimic_gguf.files import resolve_model_file
-from mimic_gguf.plugin import create_gguf, usable_cores
-
-PREAMBLE = "Customer reviews with their star rating (1 to 5).\n\n"
-SEPARATOR = "\n###\n"
-# Hand-written reviews (about 70 words each): five of them make a ~450-token prompt.
-REVIEWS = [
-    (5, "We came for a birthday dinner and left planning the next visit. The waiter remembered our names "
-        "from last spring, the bread arrived warm with a little dish of salted butter, and the braised short "
-        "rib fell apart under a fork. Portions are generous without being silly. Desserts are made in house; "
-        "the lemon tart was sharp and bright. Parking is tight on weekends, so come early or walk."),
-    (1, "Waited forty minutes past our reservation while the host chatted with friends at the bar. When we "
-        "finally sat down the table was sticky and nobody came to wipe it. The pasta was lukewarm and the "
-        "sauce tasted like it came from a jar. We asked for the manager and were told he had gone home. I "
-        "will not be back, and I told my sister to cancel her booking for Saturday night."),
-    (4, "Solid neighborhood spot for breakfast. The eggs are always cooked the way you ask, the coffee is "
-        "strong, and refills come without a fight. Pancakes are a bit dense for my taste but the blueberry "
-        "ones are worth it. It gets loud around ten when the families arrive, so I try to get there by eight. "
-        "Staff are friendly and quick. Prices went up a dollar or two this year."),
-    (2, "The room looked nothing like the photos. Carpet was worn through near the door, the air conditioner "
-        "rattled all night, and the window faced a loading dock where trucks idled from five in the morning. "
-        "Front desk was polite and moved us once, but the second room had the same problems. Breakfast was "
-        "fine. For this price I expected a quiet night and a clean bathroom, and got neither."),
-    (3, "Decent mechanic, average prices. They fixed the brakes in one afternoon and explained what they had "
-        "replaced, which I appreciated. On the other hand they tried to sell me a new air filter and a fluid "
-        "flush I did not need, and the invoice came out eighty dollars over the quote. The waiting room has "
-        "free coffee and wifi. I would go back for simple jobs but get a second opinion on anything big."),
-    (5, "Best haircut I have had in years. Maria listened, asked about how I style it in the morning, and "
-        "took her time with the layers. The salon is bright and clean, the music is not too loud, and they "
-        "text you a reminder the day before. Booking online was easy. It costs a little more than the chain "
-        "place down the street, but it is worth every cent. Already booked my next appointment."),
-    (1, "Ordered a desk that arrived with two broken legs and a missing bag of screws. Customer service put "
-        "me on hold for an hour, then hung up. The replacement took three weeks and came with the same "
-        "missing bag. They refused a refund because the box had been opened, which is the only way to find "
-        "out that it is broken. Avoid this store. I have filed a complaint with my card company."),
-    (4, "Great little bookshop with a café in the back. The staff picks are thoughtful and they will order "
-        "anything you ask for within a few days. Saturday readings for kids are lovely. Seating is limited "
-        "and the café closes earlier than the shop, which is a shame on rainy afternoons. Used section is "
-        "small but well chosen. I spend too much money here every month and do not regret it."),
-    (2, "The gym is clean but badly run. Half the treadmills have had out of order signs for a month, the "
-        "classes are overbooked, and the app double charges for guest passes. Trainers are nice and know "
-        "their stuff, which is the only reason this is not one star. Locker rooms are crowded after six. I "
-        "asked twice about freezing my membership over the summer and never heard back from anyone."),
-    (3, "Food is good, service is slow. The dumplings are the best in town and the noodle soup is rich and "
-        "peppery, but expect to wait twenty minutes for anything and to flag someone down for the check. "
-        "The dining room is small and gets hot in the summer. Takeout is faster and travels well. Cash only, "
-        "which catches people out. Worth it if you have time and are not in a hurry to be anywhere."),
-]
+from mimic_gguf.plugin import create_gguf
+from mimic_gguf.text import find_stop
 
 
-def build_prompts(contexts: int, exemplars: int = 5, target: int = 5, seed: int = 0) -> list[str]:
-    """One prompt per context: a preamble, ``exemplars`` seeded exemplars, then an open item."""
-    prompts = []
-    for c in range(contexts):
-        rng = random.Random(derive_seed(seed, "bench", c))
-        picked = rng.sample(REVIEWS, exemplars)
-        body = SEPARATOR.join(f"Rating: {r}\nReview: {t}" for r, t in picked)
-        prompts.append(f"{PREAMBLE}{body}{SEPARATOR}Rating: {target}\nReview:")
-    return prompts
+def bookworld_groups(contexts: int, samples: int, tokens: int, pool: str) -> list[list[GenerationRequest]]:
+    """The requests of ``pool``'s first contexts, one list per context, as the runner builds them."""
+    registries = build_registries()
+    task = load_task("bookworld", registries)
+    reference = load_reference(task, registries, BuildContext(registries))
+    planned = plan_draws(task, reference, seed=0, pools=[pool], contexts=contexts, samples_per_context=samples)
+    generation = dataclasses.replace(task.generation, max_tokens=tokens)
+    groups: dict[str, list[GenerationRequest]] = {}
+    for draw in planned:
+        req = request_for(draw, generation, task.render.stop)
+        groups.setdefault(req.context_id, []).append(req)
+    return list(groups.values())
 
 
-def requests_for(prompts: list[str], samples: int, tokens: int) -> list[list[GenerationRequest]]:
-    """The draws of each context, seeded as the runner seeds them."""
-    return [
-        [
-            GenerationRequest(prompt=p, max_tokens=tokens, seed=derive_seed(0, "bench", c, s), sample_index=s, context_id=f"bench/{c}")
-            for s in range(samples)
-        ]
-        for c, p in enumerate(prompts)
-    ]
+async def runner_like(mimic, groups: list[list[GenerationRequest]], workers: int) -> list:
+    """Worker coroutines taking one context per ``generate`` call, launched as the runner spreads them."""
+    queue, out = deque(groups), []
+
+    async def worker(delay: float) -> None:
+        await asyncio.sleep(delay)
+        while queue:
+            out.extend(await mimic.generate(queue.popleft()))
+
+    n = min(workers, len(groups))
+    await asyncio.gather(*(worker(k * LAUNCH_WINDOW / n) for k in range(n)))
+    return out
 
 
-class HighLevel:
-    """``llama_cpp.Llama`` drawing one completion at a time (it reuses the previous prompt's KV prefix)."""
+class PlainLoop:
+    """Shared prefill, KV copies and one decode per step for all sequences, with llama.cpp's C API."""
 
-    def __init__(self, path: str, threads: int, n_ctx: int, flash_attn: bool):
-        import llama_cpp
+    def __init__(self, model, threads: int, n_ctx: int, n_seq: int):
+        self.model, self.n_seq = model, n_seq
+        self.vocab = C.llama_model_get_vocab(model)
+        params = C.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, 512, 512
+        params.n_seq_max, params.n_threads, params.n_threads_batch = n_seq, threads, threads
+        params.kv_unified, params.swa_full, params.no_perf = True, True, True
+        params.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as the backend loads it
+        self.ctx = C.llama_init_from_model(model, params)
+        self.memory = C.llama_get_memory(self.ctx)
+        self.batch = C.llama_batch_init(max(512, n_seq), 0, n_seq)
+        self.buf = ctypes.create_string_buffer(256)
 
-        self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                   flash_attn=flash_attn, verbose=False)
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        b = self.batch
+        for i, (tok, pos, seq, logits) in enumerate(entries):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+            b.seq_id[i][0] = seq
+        b.n_tokens = len(entries)
+        if C.llama_decode(self.ctx, b) != 0:
+            raise RuntimeError("llama_decode failed")
 
-    def run(self, group: list[GenerationRequest]) -> tuple[float, int]:
-        """Seconds and completion tokens for the group's draws, one after another."""
-        start, produced = time.perf_counter(), 0
-        for req in group:
-            # Pure sampling, as the mimic does: no top-k, min-p or typical truncation.
-            out = self.llm.create_completion(req.prompt, max_tokens=req.max_tokens, temperature=1.0, top_p=1.0,
-                                             top_k=0, min_p=0.0, seed=req.seed)
-            produced += out["usage"]["completion_tokens"]
-        return time.perf_counter() - start, produced
+    def _piece(self, tok: int) -> bytes:
+        n = C.llama_token_to_piece(self.vocab, tok, self.buf, len(self.buf), 0, False)
+        return self.buf.raw[: max(n, 0)]
+
+    def run(self, prompts: list[list[int]], groups: list[list[GenerationRequest]]) -> list[int]:
+        """Sample every request; returns each draw's completion tokens."""
+        C.llama_memory_clear(self.memory, True)
+        seqs = []  # [seq id, pos, last token, sampler, bytes, n tokens, request]
+        for c, (tokens, group) in enumerate(zip(prompts, groups)):
+            base = len(seqs)
+            for lo in range(0, len(tokens), 512):
+                chunk = tokens[lo:lo + 512]
+                self._decode([(t, lo + j, base, lo + j == len(tokens) - 1) for j, t in enumerate(chunk)])
+            for k, req in enumerate(group):
+                if k:
+                    C.llama_memory_seq_cp(self.memory, base, base + k, -1, -1)
+                sampler = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+                C.llama_sampler_chain_add(sampler, C.llama_sampler_init_dist(req.seed & 0xFFFFFFFF))
+                seqs.append([base + k, len(tokens), C.llama_sampler_sample(sampler, self.ctx, -1), sampler, b"", 1, req])
+        produced = {}
+        live = [s for s in seqs if not self._finished(s)]
+        for s in seqs:
+            if s not in live:
+                produced[s[0]] = s[5]
+        while live:
+            self._decode([(s[2], s[1], s[0], True) for s in live])
+            still = []
+            for j, s in enumerate(live):
+                s[1] += 1
+                s[2] = C.llama_sampler_sample(s[3], self.ctx, j)
+                s[5] += 1
+                if self._finished(s):
+                    produced[s[0]] = s[5]
+                    C.llama_memory_seq_rm(self.memory, s[0], -1, -1)
+                else:
+                    still.append(s)
+            live = still
+        for s in seqs:
+            C.llama_sampler_free(s[3])
+        return list(produced.values())
+
+    def _finished(self, s: list) -> bool:
+        tok, req = s[2], s[6]
+        if C.llama_vocab_is_eog(self.vocab, tok):
+            return True
+        s[4] += self._piece(tok)
+        if find_stop(s[4].decode("utf-8", errors="ignore"), req.stop) >= 0:
+            return True
+        return s[5] >= req.max_tokens
+
+    def close(self) -> None:
+        C.llama_batch_free(self.batch)
+        C.llama_free(self.ctx)
 
 
-async def timed_generate(mimic, batch: list[GenerationRequest]) -> tuple[float, int]:
-    """Seconds and completion tokens for one ``generate`` call."""
+def timed(fn) -> tuple[float, int]:
+    """Seconds and completion tokens of one path."""
     start = time.perf_counter()
-    out = await mimic.generate(batch)
-    return time.perf_counter() - start, sum(c.completion_tokens for c in out)
+    produced = fn()
+    return time.perf_counter() - start, produced
 
 
 def main() -> None:
-    """Run the workload through every path and print draws/s and the speed-ups."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="gguf model name or path (default: the embedded Gemma 3 270M)")
-    parser.add_argument("--contexts", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=usable_cores())
-    parser.add_argument("--n-ctx", type=int, default=2048)
-    parser.add_argument("--max-sequences", type=int, default=16)
-    parser.add_argument("--highlevel", choices=["default", "flash-attn", "both", "none"], default="both",
-                        help="which high-level baselines to run: as shipped (flash attention off), with it on, both, none")
-    args = parser.parse_args()
+    """Run the three paths in turn and print draws/s, the ratios and the machine load."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--contexts", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--pool", default="none")
+    ap.add_argument("--spec", default="gguf:default", help="the backend's model spec (n_threads is added)")
+    args = ap.parse_args()
 
-    path = str(resolve_model_file(args.model))
-    prompts = build_prompts(args.contexts)
-    groups = requests_for(prompts, args.samples, args.tokens)
-    draws = args.contexts * args.samples
-    spec = f"gguf:{args.model}?n_threads={args.threads}&n_ctx={args.n_ctx}&max_sequences={args.max_sequences}"
-    mimic = create_gguf(parse_model_spec(spec))
-    lengths = [len(mimic.render_prompt(p)) for p in prompts]
-    print(f"model {path}\nworkload: {args.contexts} contexts x {args.samples} samples x {args.tokens} tokens; "
-          f"prompt tokens {lengths}; threads {args.threads}; n_ctx {args.n_ctx}; max_sequences {args.max_sequences}", flush=True)
+    groups = bookworld_groups(args.contexts, args.samples, args.tokens, args.pool)
+    sep = "&" if "?" in args.spec else "?"
+    mimic = create_gguf(parse_model_spec(f"{args.spec}{sep}n_threads={args.threads}"))
+    workers = effective_concurrency(mimic, RunConfig.concurrency)
+    prompts = [mimic.render_prompt(g[0].prompt) for g in groups]
+    draws = sum(len(g) for g in groups)
+    # Every prompt once plus every draw's tokens: the plain loop holds all sequences at once.
+    n_ctx = sum(len(p) for p in prompts) + draws * args.tokens + 64
+    plain = PlainLoop(mimic.model.model, args.threads, n_ctx, draws)
+    print(f"bookworld pool {args.pool!r}: {len(groups)} contexts x {args.samples} samples x <= {args.tokens} tokens "
+          f"(stops {groups[0][0].stop}); prompt tokens {[len(p) for p in prompts]}; threads {args.threads}; "
+          f"backend {mimic.model_id} max_sequences {mimic.model.config.max_sequences}, runner workers {workers}", flush=True)
 
-    paths: dict[str, object] = {}
-    if args.highlevel in ("default", "both"):
-        paths["(a) llama_cpp.Llama one draw at a time"] = HighLevel(path, args.threads, args.n_ctx, flash_attn=False)
-    if args.highlevel in ("flash-attn", "both"):
-        paths["(a') same, flash_attn=True"] = HighLevel(path, args.threads, args.n_ctx, flash_attn=True)
-    name_b, name_c = "(b) gguf mimic, generate() per context", "(c) gguf mimic, one generate() for all"
-    totals = {name: [0.0, 0] for name in [*paths, name_b, name_c]}
-    per_context: dict[str, list[float]] = {name: [] for name in totals}
-    # Context by context, every path in turn: load on a shared machine drifts, and interleaving
-    # exposes each path to the same drift, so the ratios hold even when absolute times do not.
-    for c, group in enumerate(groups):
-        for name, baseline in paths.items():
-            seconds, produced = baseline.run(group)
-            per_context[name].append(seconds)
-            totals[name][0] += seconds
-            totals[name][1] += produced
-        seconds, produced = asyncio.run(timed_generate(mimic, group))
-        per_context[name_b].append(seconds)
-        totals[name_b][0] += seconds
-        totals[name_b][1] += produced
-        print(f"context {c}: " + ", ".join(f"{n.split()[0]} {t[0]:.1f}s" for n, t in totals.items() if t[0]), flush=True)
-    seconds, produced = asyncio.run(timed_generate(mimic, [r for g in groups for r in g]))
-    totals[name_c] = [seconds, produced]
+    names = {"a": f"(a) backend, generate() per context, {workers} workers", "b": "(b) backend, one generate() for all",
+             "c": f"(c) plain C-API loop, {draws} sequences per decode"}
+    paths = {
+        "a": lambda: sum(c.completion_tokens for c in asyncio.run(runner_like(mimic, groups, workers))),
+        "b": lambda: sum(c.completion_tokens for c in asyncio.run(mimic.generate([r for g in groups for r in g]))),
+        "c": lambda: sum(plain.run(prompts, groups)),
+    }
+    results: dict[str, list[tuple[float, int]]] = {k: [] for k in paths}
+    for r in range(args.rounds):
+        for key, fn in paths.items():
+            results[key].append(timed(fn))
+        line = ", ".join(f"{k} {results[k][-1][0]:.1f}s" for k in paths)
+        print(f"round {r + 1}: {line}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    plain.close()
     asyncio.run(mimic.aclose())
 
-    base = next(iter(totals.values()))[0] if paths else None
-    for name, (seconds, produced) in totals.items():
-        ratio = f"  {base / seconds:5.2f}x vs (a)" if base else ""
-        print(f"{name:42s} {seconds:7.2f} s  {draws / seconds:6.2f} draws/s  {produced / seconds:7.1f} tokens/s{ratio}")
-    if paths:
-        # Each context's paths ran back to back, so a per-context ratio sees nearly the same load.
-        for name in paths:
-            ratios = [a / b for a, b in zip(per_context[name], per_context[name_b])]
-            print(f"per-context speed-up of (b) over {name.split()[0]}: " + ", ".join(f"{r:.2f}x" for r in ratios)
-                  + f"; median {statistics.median(ratios):.2f}x")
+    for key, runs in results.items():
+        seconds, produced = sum(s for s, _ in runs), sum(p for _, p in runs)
+        print(f"{names[key]:48s} {draws * len(runs) / seconds:6.2f} draws/s  {produced / seconds:6.1f} tokens/s"
+              f"  ({produced / len(runs) / draws:.1f} tokens per draw)")
+    for key in ("a", "b"):
+        ratios = [c[0] / x[0] for x, c in zip(results[key], results["c"])]
+        per_token = [(x[1] / x[0]) / (c[1] / c[0]) for x, c in zip(results[key], results["c"])]
+        print(f"ratio {key}/c per round, draws/s: {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f}); "
+              f"tokens/s: {', '.join(f'{x:.2f}' for x in per_token)} (median {statistics.median(per_token):.2f})")
+    print(f"load average (1, 5, 15 min) at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; cores {os.cpu_count()}")
 
 
 if __name__ == "__main__":
