@@ -139,3 +139,18 @@ class TaskSpec:
         data = asdict(self)
         data["source_path"] = str(self.source_path) if self.source_path else None
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
+        """Rebuild a TaskSpec from :meth:`to_dict` (a manifest's ``task``)."""
+        world, render, source = data.get("world"), data["render"], data.get("source_path")
+        return cls(
+            name=data["name"], version=int(data.get("version", 1)), description=data.get("description", ""),
+            reference=ComponentRef(**data["reference"]), render=RenderSpec(**{**render, "stop": tuple(render.get("stop", ()))}),
+            features=tuple(FeatureRef(**f) for f in data["features"]),
+            proxy=ProxySpec(data["proxy"]["feature"], tuple(data["proxy"]["values"])), latents=tuple(data.get("latents", ())),
+            controls=tuple(ControlSpec(**c) for c in data.get("controls", ())), plan=SamplingPlan(**data.get("plan", {})),
+            generation=GenerationSpec(**data.get("generation", {})), world=WorldSpec(**world) if world else None,
+            betas=tuple(data.get("betas", ())), context_sizes=tuple(data.get("context_sizes", ())),
+            source_path=Path(source) if source else None,
+        )

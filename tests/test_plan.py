@@ -17,6 +17,7 @@ from harness.stats.est_forcing import ForcingMass
 from harness.stats.est_rates import ControlSuccess
 from harness.stats.est_shift import LatentShift
 from harness.stats.planning import Z95, PlanInput, inputs_from_estimates, plan_row
+from harness.taskspec import TaskSpec
 from harness.testing.synthetic import planted
 
 
@@ -111,7 +112,7 @@ def test_plan_needs_exactly_one_source(tmp_path):
 
 def test_task_round_trips_through_the_manifest_dict():
     task = planted(np.random.default_rng(0), n_ref=50, contexts=2, samples=2).inputs.task
-    assert plan_cli.task_from_dict(json.loads(json.dumps(task.to_dict()))) == task
+    assert TaskSpec.from_dict(json.loads(json.dumps(task.to_dict()))) == task
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,7 @@ import polars as pl
 from harness.cli.common import MIN_N_BOOT, require_at_least, require_number
 from harness.errors import DataError, UsageError
 from harness.protocols import BuildContext, Command, EstimationInputs
-from harness.taskspec import (ComponentRef, ControlSpec, FeatureRef, GenerationSpec, ProxySpec, RenderSpec, SamplingPlan,
-                              TaskSpec, WorldSpec)
+from harness.taskspec import TaskSpec
 
 if TYPE_CHECKING:  # scipy.stats costs a second: `mimic --help` must not pay for it
     from harness.stats import planning
@@ -42,20 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-boot", type=int, default=300, help="resamples when a pilot's estimates must be recomputed (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed for recomputed estimates (default 0)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-
-
-def task_from_dict(data: dict[str, Any]) -> TaskSpec:
-    """Rebuild a TaskSpec from ``TaskSpec.to_dict()`` (the manifest's ``task``)."""
-    world = data.get("world")
-    return TaskSpec(
-        name=data["name"], version=int(data.get("version", 1)), description=data.get("description", ""),
-        reference=ComponentRef(**data["reference"]), render=RenderSpec(**{**data["render"], "stop": tuple(data["render"].get("stop", ()))}),
-        features=tuple(FeatureRef(**f) for f in data["features"]),
-        proxy=ProxySpec(data["proxy"]["feature"], tuple(data["proxy"]["values"])), latents=tuple(data.get("latents", ())),
-        controls=tuple(ControlSpec(**c) for c in data.get("controls", ())), plan=SamplingPlan(**data.get("plan", {})),
-        generation=GenerationSpec(**data.get("generation", {})), world=WorldSpec(**world) if world else None,
-        betas=tuple(data.get("betas", ())), context_sizes=tuple(data.get("context_sizes", ())),
-    )
 
 
 def read_draws(run_dir: Path) -> pl.DataFrame:
@@ -83,7 +68,7 @@ def pilot_estimates(run_dir: Path, args: argparse.Namespace) -> tuple[pl.DataFra
     if not manifest_path.exists() or not (run_dir / "reference.parquet").exists():
         raise DataError(f"{run_dir}: no estimates.parquet, and no manifest.json + reference.parquet to recompute them",
                         "point at a run directory written by `mimic run`")
-    task = task_from_dict(json.loads(manifest_path.read_text(encoding="utf-8"))["task"])
+    task = TaskSpec.from_dict(json.loads(manifest_path.read_text(encoding="utf-8"))["task"])
     registries = build_registries()
     ctx = BuildContext(registries=registries)
     selections = select_all(build_controls(task, registries, ctx), draws, task)
