@@ -210,9 +210,10 @@ class Manifest:
     calls: dict[str, Any] | None = None  # call statistics, once generation ran
     cpu_seconds: dict[str, float] | None = None  # CPU seconds per phase, once the run ended
     executor: dict[str, Any] | None = None  # --executor ray: address, workers, shards, resubmitted (absent: local)
+    estimation: dict[str, Any] | None = None  # estimators (in order) and n_boot, once estimates are written
     extra: dict[str, Any] = field(default_factory=dict)  # keys this harness does not know, kept as read
 
-    _OPTIONAL = ("calls", "cpu_seconds", "executor")  # written only once known
+    _OPTIONAL = ("calls", "cpu_seconds", "executor", "estimation")  # written only once known
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:

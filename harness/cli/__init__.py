@@ -12,7 +12,7 @@ from harness.cli.common import OneLineParser
 from harness.errors import EXIT_INTERRUPTED, HarnessError
 
 # Core subcommands: module name under harness.cli, each exposing COMMAND (a harness.protocols.Command).
-CORE_COMMANDS = ("plugins", "models", "tasks", "sample", "run", "plan", "leaderboard", "report", "compare", "curves", "cache")
+CORE_COMMANDS = ("plugins", "models", "tasks", "sample", "run", "plan", "estimate", "leaderboard", "report", "compare", "curves", "cache")
 
 
 def _core_commands():

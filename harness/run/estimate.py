@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from harness.durable import atomic_write_bytes, atomic_write_frame
 from harness.estimation import build_estimators, run_estimators
 from harness.featurize import compute_features
 from harness.prompts import pool_prefix
@@ -14,30 +15,58 @@ from harness.protocols import EstimationInputs
 from harness.records import FIELD_PROBS_FILE, RUN_COLUMNS, estimates_json
 from harness.run.config import EstimationSettings
 from harness.run.load import Loaded
-from harness.run.session import RunSession
+from harness.run.session import PhaseClock, RunSession
 from harness.selection import select_all
 from harness.stats.est_forcing import forcing_set_table
 from harness.values import matches, target_label
 
 def estimate_phase(session: RunSession, loaded: Loaded, settings: EstimationSettings, draws: pl.DataFrame) -> pl.DataFrame:
-    """Controls then estimators over the draws; writes and returns the estimates table with run columns."""
-    clock = session.clock
+    """Controls then estimators over the draws; writes and returns the estimates table with run columns.
+
+    The manifest records which estimators ran and their bootstrap size (``estimation``), so that
+    `mimic estimate` can recompute the same numbers from the run's tables.
+    """
+    estimates = estimate_draws(loaded, settings, draws, session.seed, session.run_dir, session.clock)
+    run_values = {"run_id": session.run_id, "model": session.model_id, "model_name": session.display_name,
+                  "task": loaded.task.name, "task_version": loaded.task.version, "reference_hash": loaded.reference.hash}
+    estimates = with_run_columns(estimates, run_values)
+    session.manifest.estimation = estimation_record(loaded, settings)
+    with session.clock("write_estimates"):
+        write_estimates(session.run_dir, estimates)
+    return estimates
+
+
+def estimate_draws(loaded: Loaded, settings: EstimationSettings, draws: pl.DataFrame, seed: int, run_dir: Path,
+                   clock: PhaseClock) -> pl.DataFrame:
+    """The estimators' rows (no run columns): controls select, then every estimator estimates."""
     with clock("select"):
         selections = select_all(loaded.controls, draws, loaded.task)
     with clock("estimate"):
         estimators = build_estimators(loaded.ctx.registries, loaded.ctx, settings.estimators)
         inputs = EstimationInputs(task=loaded.task, reference=loaded.reference_frame, draws=draws, selections=selections,
-                                  seed=session.seed, n_boot=settings.n_boot, tables=run_tables(session.run_dir, loaded.world, draws),
+                                  seed=seed, n_boot=settings.n_boot, tables=run_tables(run_dir, loaded.world, draws),
                                   proxy_from_prompt=proxy_from_prompt(loaded))
-        estimates = run_estimators(estimators, inputs)
-    run_values = {"run_id": session.run_id, "model": session.model_id, "model_name": session.display_name,
-                  "task": loaded.task.name, "task_version": loaded.task.version, "reference_hash": loaded.reference.hash}
+        return run_estimators(estimators, inputs)
+
+
+def with_run_columns(estimates: pl.DataFrame, run_values: dict[str, Any]) -> pl.DataFrame:
+    """The estimates with the run columns (:data:`RUN_COLUMNS`, valued from ``run_values``) first."""
     columns = [pl.lit(v, dtype=pl.Int64 if k == "task_version" else pl.Utf8).alias(k) for k, v in run_values.items()]
-    estimates = estimates.with_columns(columns).select([*RUN_COLUMNS, *[c for c in estimates.columns if c not in RUN_COLUMNS]])
-    with clock("write_estimates"):
-        session.store.write_frame("estimates.parquet", estimates)
-        session.store.write_text("estimates.json", estimates_json(estimates))
-    return estimates
+    return estimates.with_columns(columns).select([*RUN_COLUMNS, *[c for c in estimates.columns if c not in RUN_COLUMNS]])
+
+
+def estimation_record(loaded: Loaded, settings: EstimationSettings) -> dict[str, Any]:
+    """The manifest's ``estimation``: the estimators that ran, in order, and the bootstrap resamples."""
+    names = list(settings.estimators) if settings.estimators is not None else loaded.ctx.registries.estimators.names()
+    return {"estimators": names, "n_boot": settings.n_boot}
+
+
+def write_estimates(run_dir: Path, estimates: pl.DataFrame) -> list[Path]:
+    """Write ``estimates.parquet`` and ``estimates.json`` atomically (each file is old or new, never torn)."""
+    parquet, js = run_dir / "estimates.parquet", run_dir / "estimates.json"
+    atomic_write_frame(parquet, estimates)
+    atomic_write_bytes(js, estimates_json(estimates).encode("utf-8"))
+    return [parquet, js]
 
 
 def run_tables(run_dir: Path, world: Any = None, draws: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:

@@ -108,15 +108,26 @@ def load_phase(task: str | Path | TaskSpec, registries: Registries, *, estimator
     ``estimators`` are checked against the registry here, before any model call: a typo must not
     cost a whole generation first. ``cache_dir`` is where factories may cache (None: no cache).
     """
+    check_estimators(registries, estimators)
+    task = task if isinstance(task, TaskSpec) else load_task(str(task), registries)
+    ctx = BuildContext(registries=registries, cache_dir=cache_dir)
+    return build_loaded(task, load_reference(task, registries, ctx), ctx)
+
+
+def check_estimators(registries: Registries, estimators: Sequence[str] | None) -> None:
+    """A one-line usage error for an estimator name no plugin registers."""
     unknown = [name for name in (estimators or ()) if name not in registries.estimators]
     if unknown:
         known = ", ".join(registries.estimators.names()) or "none installed"
         raise UsageError(f"unknown estimator {unknown[0]!r} (known: {known})",
                          "pass --estimator with a known name (see `mimic plugins --components`)")
-    task = task if isinstance(task, TaskSpec) else load_task(str(task), registries)
-    ctx = BuildContext(registries=registries, cache_dir=cache_dir)
-    reference = load_reference(task, registries, ctx)
+
+
+def build_loaded(task: TaskSpec, reference: ReferenceTable, ctx: BuildContext, reference_frame: pl.DataFrame | None = None) -> Loaded:
+    """Features, world, controls and pools of a task whose reference table is at hand (loaded from its
+    source, or a finished run's ``reference.parquet``: then ``reference_frame`` holds its world draws)."""
+    registries = ctx.registries
     features = build_features(task, registries, ctx)
     world = build_world(task, registries, ctx)
     controls = build_controls(task, registries, ctx)
-    return Loaded(task, reference, features, world, controls, list(required_pools(task, controls)), ctx)
+    return Loaded(task, reference, features, world, controls, list(required_pools(task, controls)), ctx, reference_frame)
