@@ -230,11 +230,16 @@ def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _corr_influence(z: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Influence values of a weighted Pearson correlation: zh - r (z^2 + h^2) / 2 on standardised z, h."""
-    zs = (z - np.average(z, weights=w)) / np.sqrt(np.cov(z, aweights=w))
-    hs = (h - np.average(h, weights=w)) / np.sqrt(np.cov(h, aweights=w))
-    r = np.average(zs * hs, weights=w)
-    return zs * hs - r * (zs**2 + hs**2) / 2
+    """Influence values of a weighted Pearson correlation: zh - r (z^2 + h^2) / 2 on standardised z, h.
+
+    A side without variance has no correlation: its influence values are NaN (0/0), as the point is,
+    and the callers withhold the interval; numpy is told so instead of warning about it.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zs = (z - np.average(z, weights=w)) / np.sqrt(np.cov(z, aweights=w))
+        hs = (h - np.average(h, weights=w)) / np.sqrt(np.cov(h, aweights=w))
+        r = np.average(zs * hs, weights=w)
+        return zs * hs - r * (zs**2 + hs**2) / 2
 
 
 def _mean_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
