@@ -94,11 +94,23 @@ class _Chunk:
     cells: int  # KV cells the chunk may use: prompt + every member's token limit
 
 
+class Feed:
+    """Where a running batch takes more requests and reports finished ones (this one: neither)."""
+
+    def take(self) -> list[tuple[list[GenerationRequest], list[list[int]]]]:
+        """Requests (checked) and their prompt tokens to add to the running batch."""
+        return []
+
+    def finished(self, index: int, completion: Completion) -> None:
+        """Request ``index`` (counted over the batch's requests, taken ones after the first) is done."""
+
+
 class BatchedSampler:
     """Samples completions for many requests on one :class:`LoadedModel`."""
 
     def __init__(self, model: LoadedModel):
         self.model = model
+        self.feed = Feed()  # the mimic sets its own while it serves calls
         self.strip = SpecialStripper(model.special_strings)
 
     # -- planning -----------------------------------------------------------------------------
@@ -128,41 +140,64 @@ class BatchedSampler:
 
     # -- sampling -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], prompts: Sequence[list[int]]) -> list[Completion]:
-        """One completion per request, in order; ``prompts`` are the requests' prompt tokens."""
+        """One completion per request, in order; ``prompts`` are the requests' prompt tokens.
+
+        While it runs, :attr:`feed` may hand it more requests (they join the batch as slots free up)
+        and hears of every request as it finishes; only the first requests' completions are returned.
+        """
         for req in requests:
             check_request(req)
-        results: list[Completion | None] = [None] * len(requests)
-        for seq in self._run(self.plan(requests, prompts), requests):
-            results[seq.index] = self._completion(seq)
+        requests, prompts = list(requests), list(prompts)
+        n = len(requests)
+        results: list[Completion | None] = [None] * n
+        for index, completion in self._run(requests, prompts):
+            if index < n:
+                results[index] = completion
         return results  # type: ignore[return-value]
 
-    def _run(self, chunks: list[_Chunk], requests: Sequence[GenerationRequest]) -> list[_Sequence]:
+    def _take_more(self, queue: deque, requests: list[GenerationRequest], prompts: list[list[int]]) -> None:
+        """Queue the chunks of whatever the feed hands over, numbered after the requests so far."""
+        for more_requests, more_prompts in self.feed.take():
+            base = len(requests)
+            requests += more_requests
+            prompts += more_prompts
+            for chunk in self.plan(more_requests, more_prompts):
+                chunk.members = [base + i for i in chunk.members]
+                queue.append(chunk)
+
+    def _run(self, requests: list[GenerationRequest], prompts: list[list[int]]) -> list[tuple[int, Completion]]:
         """Continuous batching: a chunk joins the running batch as soon as its slots and cells are free.
 
         Cells are reserved per chunk (prompt plus every member's token limit) until its last member
-        finishes, so an admitted chunk can never run out of KV space.
+        finishes, so an admitted chunk can never run out of KV space. Between steps the feed may add
+        requests (``requests`` and ``prompts`` grow); each finished one is reported to it at once.
         """
         model = self.model
         model.clear()
-        queue = deque(chunks)
+        queue = deque(self.plan(requests, prompts))
         free_slots = list(range(model.config.max_sequences - 1, -1, -1))
         reserved = 0
         owners: dict[int, list] = {}  # request index -> [chunk cells, members still live] (shared per chunk)
-        done: list[_Sequence] = []
+        done: list[tuple[int, Completion]] = []
         live: list[_Sequence] = []
 
         def retire(seq: _Sequence) -> None:
             nonlocal reserved
             model.drop_sequence(seq.slot)
             free_slots.append(seq.slot)
-            done.append(seq)
-            owner = owners[seq.index]
+            C.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+            owner = owners.pop(seq.index)
             owner[1] -= 1
             if owner[1] == 0:
                 reserved -= owner[0]
+            completion = self._completion(seq)
+            done.append((seq.index, completion))
+            self.feed.finished(seq.index, completion)
 
         try:
-            while queue or live:
+            while True:
+                self._take_more(queue, requests, prompts)
                 while queue and len(queue[0].members) <= len(free_slots) and reserved + queue[0].cells <= model.n_ctx:
                     chunk = queue.popleft()
                     reserved += chunk.cells
@@ -175,7 +210,9 @@ class BatchedSampler:
                         if seq.finish:  # ended on its first token
                             retire(seq)
                 if not live:
-                    continue
+                    if queue:
+                        continue
+                    break
                 model.decode([(seq.tokens[-1], seq.pos, seq.slot, True) for seq in live])
                 still = []
                 for j, seq in enumerate(live):
@@ -187,7 +224,7 @@ class BatchedSampler:
                         still.append(seq)
                 live = still
         finally:
-            for seq in done + live:
+            for seq in live:
                 if seq.sampler is not None:
                     C.llama_sampler_free(seq.sampler)
                     seq.sampler = None

@@ -1,7 +1,8 @@
 """The ``gguf`` mimic: the harness's async :class:`harness.Mimic` over a blocking llama.cpp model.
 
-All llama.cpp work runs in a worker thread (``asyncio.to_thread``) under one lock, so the event
-loop stays free and concurrent ``generate`` calls take turns on the single context.
+All llama.cpp work runs in a worker thread under one lock, so the event loop stays free. Draws are
+served by one batched run at a time; ``generate`` calls that arrive meanwhile join it between two
+decode steps and return as soon as their own requests finish.
 """
 
 from __future__ import annotations
@@ -9,18 +10,85 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import jinja2
 
 from harness import Capability, ChatMessage, Completion, GenerationRequest, PermanentBackendError
 
-from mimic_gguf.batched import BatchedSampler, check_prompt, check_request
+from mimic_gguf.batched import BatchedSampler, Feed, check_prompt, check_request
 from mimic_gguf.loglik import LoglikelihoodScorer
 from mimic_gguf.model import LoadedModel
 
 T = TypeVar("T")
-COALESCE_SECONDS = 0.005
+
+
+@dataclass(eq=False)
+class _Call:
+    """One ``generate`` call: its requests, where its answer goes, and its completions so far."""
+
+    requests: list[GenerationRequest]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    prompts: list[list[int]] = field(default_factory=list)
+    results: dict[int, Completion] = field(default_factory=dict)
+
+    def future_done(self) -> bool:
+        """True once the caller has its answer or stopped waiting (cancelled)."""
+        return self.future.done()
+
+    def _settle(self, outcome: object) -> None:
+        def settle() -> None:
+            if self.future.done():
+                return
+            if isinstance(outcome, BaseException):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+
+        try:
+            self.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the caller's event loop is closed: nobody is waiting
+            pass
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer the caller with ``exc`` (from any thread)."""
+        self._settle(exc)
+
+    def finished(self, position: int, completion: Completion) -> None:
+        """Record one completion; answer the caller once all of its requests are done."""
+        self.results[position] = completion
+        if len(self.results) == len(self.requests):
+            self._settle([self.results[i] for i in range(len(self.requests))])
+
+
+class _CallFeed(Feed):
+    """Hands a running batch the calls that arrive meanwhile, and routes finished requests to their calls."""
+
+    def __init__(self, mimic: GGUFMimic, calls: list[_Call]):
+        self.mimic = mimic
+        self.calls: list[_Call] = []
+        self.index: list[tuple[_Call, int]] = []  # batch request index -> (call, position in it)
+        self._add(calls)
+
+    def _add(self, calls: list[_Call]) -> None:
+        for call in calls:
+            self.calls.append(call)
+            self.index += [(call, i) for i in range(len(call.requests))]
+
+    def take(self) -> list[tuple[list[GenerationRequest], list[list[int]]]]:
+        """Calls waiting now, prepared (the worker thread holds the model lock)."""
+        if not self.mimic._waiting:  # a racy peek is fine: a call missed now is seen next step
+            return []
+        calls = self.mimic._take_waiting()
+        self._add(calls)
+        return [(call.requests, call.prompts) for call in calls]
+
+    def finished(self, index: int, completion: Completion) -> None:
+        """Route a finished request to its call."""
+        call, position = self.index[index]
+        call.finished(position, completion)
 
 
 class GGUFMimic:
@@ -33,9 +101,10 @@ class GGUFMimic:
         self._scorer = LoglikelihoodScorer(model)
         self._formatter = _chat_formatter(model) if model.chat_template else None
         self._lock = threading.Lock()
-        # Calls waiting for the model, per event loop (a mimic may outlive one asyncio.run).
-        self._pending: dict[asyncio.AbstractEventLoop, list] = {}
-        self._drainers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+        # Calls not yet handed to the model (from any event loop), and whether a worker thread serves them.
+        self._queue_lock = threading.Lock()
+        self._waiting: list[_Call] = []
+        self._serving = False
         caps = {Capability.COMPLETION, Capability.SEEDED, Capability.SHARED_PREFIX, Capability.LOGPROBS, Capability.LOGLIKELIHOOD}
         if self._formatter is not None:
             # The template renders a conversation, and a trailing assistant message is continued
@@ -95,79 +164,78 @@ class GGUFMimic:
             ) from None
         return text if prefill is None else text + prefill
 
-    def _generate_calls(self, calls: list[list[GenerationRequest]]) -> list[list[Completion] | Exception]:
-        """Serve several ``generate`` calls with one batched run; a call with bad requests fails alone."""
-        outcome: list[list[Completion] | Exception] = []
-        requests, prompts, spans = [], [], []
+    def _prepare(self, call: _Call) -> bool:
+        """Render and check a call's prompts (with the model lock held); a bad call fails alone."""
         rendered: dict[object, list[int]] = {}
-        for call in calls:
-            try:
-                for req in call:
-                    check_request(req)
-                    if req.prompt not in rendered:
-                        rendered[req.prompt] = self.render_prompt(req.prompt)
-                    check_prompt(len(rendered[req.prompt]), self.model.n_ctx)
-            except PermanentBackendError as exc:
-                outcome.append(exc)
-                continue
-            spans.append((len(outcome), len(requests), len(call)))
-            outcome.append([])
-            requests += call
-            prompts += [rendered[req.prompt] for req in call]
-        if requests:
-            completions = self._sampler.generate(requests, prompts)
-            for slot, start, n in spans:
-                outcome[slot] = completions[start : start + n]
-        return outcome
+        try:
+            for req in call.requests:
+                check_request(req)
+                if req.prompt not in rendered:
+                    rendered[req.prompt] = self.render_prompt(req.prompt)
+                check_prompt(len(rendered[req.prompt]), self.model.n_ctx)
+        except PermanentBackendError as exc:
+            call.fail(exc)
+            return False
+        call.prompts = [rendered[req.prompt] for req in call.requests]
+        return True
+
+    def _take_waiting(self) -> list[_Call]:
+        """The calls waiting for the model, prepared (bad ones already failed)."""
+        with self._queue_lock:
+            calls, self._waiting = self._waiting, []
+        return [call for call in calls if not call.future_done() and self._prepare(call)]
+
+    def _serve(self) -> None:
+        """Worker thread: serve waiting calls until none are left; later calls join the running batch."""
+        while True:
+            with self._lock:
+                try:
+                    _ = self.model  # raises once closed
+                    calls = self._take_waiting()
+                except PermanentBackendError as exc:
+                    with self._queue_lock:
+                        calls, self._waiting = self._waiting, []
+                    for call in calls:
+                        call.fail(exc)
+                    calls = []
+                if calls:
+                    self._serve_calls(calls)
+            with self._queue_lock:
+                if not self._waiting:
+                    self._serving = False
+                    return
+
+    def _serve_calls(self, calls: list[_Call]) -> None:
+        """One batched run for ``calls`` and every call that arrives while it runs."""
+        feed = _CallFeed(self, calls)
+        self._sampler.feed = feed
+        try:
+            self._sampler.generate([r for c in calls for r in c.requests], [p for c in calls for p in c.prompts])
+        except Exception as exc:  # noqa: BLE001 - handed to every caller in the run
+            for call in feed.calls:
+                call.fail(exc)
+        finally:
+            self._sampler.feed = Feed()
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """One completion per request, in order; requests sharing a prompt are prefilled once.
 
-        Calls that arrive while the model is busy are served together in the next run, so a runner
-        that sends one context per call still fills the batch.
+        A call that arrives while the model is busy joins the running batch at its next step (as
+        soon as sequence slots free up) and returns as soon as its own requests are done, so a
+        runner that sends one context per call keeps the batch full.
         """
         if not requests:
             return []
         loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        self._pending.setdefault(loop, []).append((list(requests), future))
-        drainer = self._drainers.get(loop)
-        if drainer is None or drainer.done():
-            self._drainers[loop] = loop.create_task(self._drain(loop))
-        return await future
-
-    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Serve queued calls until none are left (one drainer per event loop)."""
-        pending = self._pending[loop]
-        calls: list = []
-        try:
-            while True:
-                calls = [(reqs, fut) for reqs, fut in pending if not fut.done()]
-                pending.clear()
-                if not calls:
-                    break
-                try:
-                    outcome = await self._run(self._generate_calls, [reqs for reqs, _ in calls])
-                except Exception as exc:
-                    outcome = [exc] * len(calls)
-                for (_, fut), result in zip(calls, outcome):
-                    if fut.done():
-                        continue
-                    if isinstance(result, Exception):
-                        fut.set_exception(result)
-                    else:
-                        fut.set_result(result)
-                calls = []
-                # Callers whose calls just returned usually send their next context at once: a
-                # moment's wait lets those calls share the next run instead of queueing behind it.
-                await asyncio.sleep(COALESCE_SECONDS)
-        finally:
-            # A cancelled drainer must not leave callers waiting forever.
-            for _, fut in [*calls, *pending]:
-                if not fut.done():
-                    fut.cancel()
-            self._pending.pop(loop, None)
-            self._drainers.pop(loop, None)
+        call = _Call(list(requests), loop, loop.create_future())
+        with self._queue_lock:
+            self._waiting.append(call)
+            start = not self._serving
+            self._serving = True
+        if start:
+            # After the callbacks already queued: calls sent together (asyncio.gather) start together.
+            loop.call_soon(threading.Thread(target=self._serve, name=f"gguf-{self.model_id}").start)
+        return await call.future
 
     async def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """log P(continuation | context) for each (context, continuation) pair, summed over tokens."""
