@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--prices", metavar="FILE", help="YAML: MODEL_ID: {prompt: USD per 1M tokens, completion: USD per 1M}")
     budget.add_argument("--max-cost", type=float, metavar="USD", help="stop when a run's model calls cost this much (needs --prices)")
     budget.add_argument("--max-tokens", type=int, metavar="N", help="stop when a run's model calls used this many tokens")
+    staged = parser.add_argument_group("target width (a pilot, then a main stage sized from it: harness/run/staged.py)")
+    staged.add_argument("--target-width", type=float, metavar="W",
+                        help="run until the headline 95%% intervals are W wide (full width), or the budget says stop")
+    staged.add_argument("--pilot-contexts", type=int, default=4, metavar="C0", help="contexts per pool in the pilot (default 4)")
+    staged.add_argument("--max-minutes", type=float, metavar="M",
+                        help="with --target-width: size the main stage to fit M minutes in all (from the pilot's pace)")
     out = parser.add_argument_group("output")
     out.add_argument("--progress", choices=["auto", "rich", "plain", "off"], default="auto",
                      help="progress display (default: rich on a terminal, plain lines otherwise)")
@@ -125,12 +131,14 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}", "pass --concurrency 1 or more")
     require_at_least(args.n_boot, MIN_N_BOOT, "--n-boot", 1000)
+    if args.target_width is None and args.max_minutes is not None:
+        raise UsageError("--max-minutes sizes a --target-width run", "add --target-width W, or drop --max-minutes")
     if args.suite:
         apply_suite(args)
     configs = build_configs(args)
     registries = build_registries()
     started = time.perf_counter()
-    results = run_many(configs, registries)
+    results = _run_staged(args, configs, registries) if args.target_width is not None else run_many(configs, registries)
     for result in results:
         line = (f"{result.run_id}: {result.status}, {result.done}/{result.planned} draws ({result.cached} from the cache), "
                 f"{result.model_calls} model calls -> {result.run_dir}")
@@ -150,6 +158,16 @@ def run(args: argparse.Namespace) -> int:
                              f"raise the budget, then {last.resume_hint()}")
     print(f"interrupted: run {last.run_id} saved {last.done}/{last.planned} draws; to resume, {last.resume_hint()}", file=sys.stderr)
     return EXIT_INTERRUPTED
+
+
+def _run_staged(args: argparse.Namespace, configs: list, registries) -> list:
+    """Each (model, task) as a pilot then a main stage sized for ``--target-width``."""
+    from harness.run.staged import TargetWidth, run_to_width
+
+    if args.resume:
+        raise UsageError("--target-width and --resume do not go together", "repeat the --target-width command to resume both stages")
+    target = TargetWidth(args.target_width, args.pilot_contexts, args.max_minutes, args.max_tokens)
+    return run_to_width(configs, registries, target, say=lambda line: print(line, file=sys.stderr))
 
 
 def _write_leaderboard(args: argparse.Namespace, run_dirs: list[Path], registries, run_seconds: float) -> None:
