@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,28 +66,41 @@ class RunResult:
         return f"run the same command again, or `mimic run --resume {self.run_id}`"
 
 
+# Runs one config with an open mimic (``run_async``, or a staged run's two stages).
+RunOne = Callable[[RunConfig, Registries, Mimic], Awaitable[RunResult]]
+
+
 def run(config: RunConfig, registries: Registries, mimic: Mimic | None = None) -> RunResult:
     """Run one (model, task) evaluation synchronously."""
     return eventloop.run(run_async(config, registries, mimic))
 
 
-def run_many(configs: Sequence[RunConfig], registries: Registries) -> list[RunResult]:
-    """Run evaluations in order with one mimic per model; stop after the first that does not complete."""
+def run_many(configs: Sequence[RunConfig], registries: Registries, run_one: RunOne | None = None,
+             mimic: Mimic | None = None) -> list[RunResult]:
+    """Run evaluations in order with one mimic per model; stop after the first that does not complete.
+
+    ``run_one`` runs one config with its mimic (default :func:`run_async`; a staged run passes its
+    own); ``mimic``, when given, serves every config and is not closed.
+    """
+    run_one = run_one or run_async
 
     async def go() -> list[RunResult]:
         results: list[RunResult] = []
         mimics: dict[str, Mimic] = {}
         try:
             for config in configs:
-                key = sampling_spec(config.model).model_id  # same model, other concurrency: one mimic
-                if key not in mimics:
-                    mimics[key] = open_mimic(config, registries)
-                results.append(await run_async(config, registries, mimics[key]))
+                use = mimic
+                if use is None:
+                    key = sampling_spec(config.model).model_id  # same model, other concurrency: one mimic
+                    if key not in mimics:
+                        mimics[key] = open_mimic(config, registries)
+                    use = mimics[key]
+                results.append(await run_one(config, registries, use))
                 if results[-1].status != "complete":
                     break
         finally:
-            for mimic in mimics.values():
-                await mimic.aclose()
+            for opened in mimics.values():
+                await opened.aclose()
         return results
 
     return eventloop.run(go())

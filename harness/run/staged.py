@@ -38,14 +38,13 @@ from typing import Any
 
 import polars as pl
 
-from harness import eventloop
 from harness.durable import atomic_write_bytes
 from harness.errors import DataError, UsageError
 from harness.mimic import Mimic
 from harness.records import read_manifest
 from harness.registry import Registries
-from harness.run.config import RunConfig, sampling_spec
-from harness.run.runner import RunResult, open_mimic, run_async
+from harness.run.config import RunConfig
+from harness.run.runner import RunResult, run_async, run_many
 from harness.store import load_draws
 
 DECISION_FILE = "target_width.json"
@@ -318,22 +317,4 @@ def run_to_width(configs: Sequence[RunConfig], registries: Registries, target: T
     """Staged runs in order, one mimic per model (``mimic``: use this one, not closed); stop after one that does not complete."""
     for config in configs:
         check_config(config)
-
-    async def go() -> list[RunResult]:
-        results: list[RunResult] = []
-        opened: dict[str, Mimic] = {}
-        try:
-            for config in configs:
-                use = mimic
-                if use is None:
-                    key = sampling_spec(config.model).model_id
-                    use = opened.get(key) or opened.setdefault(key, open_mimic(config, registries))
-                results.append(await run_to_width_async(config, registries, target, use, say))
-                if results[-1].status != "complete":
-                    break
-        finally:
-            for m in opened.values():
-                await m.aclose()
-        return results
-
-    return eventloop.run(go())
+    return run_many(configs, registries, lambda config, regs, use: run_to_width_async(config, regs, target, use, say), mimic)
