@@ -27,7 +27,7 @@ from harness.factories import create_mimic
 from harness.mimic import Mimic
 from harness.protocols import BuildContext
 from harness.registry import Registries
-from harness.run.budget import Price, Usage, draw_usage
+from harness.run.budget import Usage
 from harness.run.calls import ModelCalls
 from harness.run.config import RunConfig, sampling_spec
 from harness.run.draws import DrawBuilder
@@ -151,7 +151,7 @@ async def _run_session(session: RunSession, config: RunConfig, loaded: Loaded, m
         builder = DrawBuilder(loaded, run_id=session.run_id, model_id=session.model_id, seed=session.seed)
         main_k = loaded.task.plan.exemplars if config.n_exemplars is None else config.n_exemplars
         session.start_manifest(config.plan, loaded, config.estimators, plan_summary(main_k, planned), builder.schema)
-        calls = ModelCalls(mimic, session.model_id, config.limits, price, session.earlier_spending(price))
+        calls = ModelCalls(mimic, session.model_id, config.limits, price, Usage.from_dict(session.spending(price)))
         with clock("generate"):
             if config.executor == "ray":
                 outcome = await sharded_generate_phase(session, calls, builder, planned, config)
@@ -171,7 +171,7 @@ async def _run_session(session: RunSession, config: RunConfig, loaded: Loaded, m
             estimates = estimate_phase(session, loaded, config.estimation, draws)
         return _finish(session, outcome, calls, len(planned), estimates, started, config.summary_to)
     except BaseException as exc:
-        usage = _usage(session, calls, price) if calls is not None else None
+        usage = session.spending(price, calls.by_phase) if calls is not None else None
         session.record_stop(exc, len(planned), interrupted=not isinstance(exc, Exception), usage=usage)
         raise
 
@@ -185,24 +185,10 @@ def _check_complete(session: RunSession, outcome: GenerationOutcome, planned: in
                                       "report this; the draws already recorded are kept")
 
 
-def _usage(session: RunSession, calls: ModelCalls, price: Price | None) -> dict[str, Any]:
-    """The run's spending: draws from the log (cached draws cost nothing), other phases from their calls."""
-    draws = draw_usage(session.store.rows(), price)
-    phases = session.earlier_phases()
-    for name, usage in calls.by_phase.items():
-        if name != "draws":
-            phases[name] = phases.get(name, Usage()).merged(usage)
-    total = Usage.from_dict(draws)
-    for usage in phases.values():
-        total = total.merged(usage)
-    return {**total.to_dict(), "pools": draws["pools"],
-            "phases": {"draws": Usage.from_dict(draws).to_dict(), **{k: u.to_dict() for k, u in sorted(phases.items())}}}
-
-
 def _finish(session: RunSession, outcome: GenerationOutcome, calls: ModelCalls, planned: int,
             estimates: pl.DataFrame | None, started: float, summary_to: str) -> RunResult:
     """Write the final manifest and summary, call the hooks, and say how the run ended."""
-    usage = _usage(session, calls, calls.price)
+    usage = session.spending(calls.price, calls.by_phase)
     if outcome.status == "budget":  # calls in flight at the stop were recorded: report the final spend
         outcome.message = calls.budget.reached(Usage.from_dict(usage)) or outcome.message
     session.clock.wall["total"] = time.monotonic() - started

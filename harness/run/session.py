@@ -8,7 +8,7 @@ its manifest on disk always says how far the run got (``running`` until an invoc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from harness.events import RunStarted
 from harness.progress import Progress
 from harness.records import Manifest, ManifestModel
 from harness.registry import Registries
-from harness.run.budget import Usage, draw_usage
+from harness.run.budget import Price, Usage, draw_usage
 from harness.run.config import RunOutput, RunPlan, sampling_spec
 from harness.run.load import Loaded
 from harness.store import RunStore, make_run_id, schema_to_json
@@ -107,16 +107,21 @@ class RunSession:
         )
         self.store.write_manifest(self.manifest)
 
-    def earlier_spending(self, price) -> Usage:
-        """What earlier invocations of this run spent: the draws in the log, and the other phases' calls."""
+    def spending(self, price: Price | None, this_invocation: Mapping[str, Usage] | None = None) -> dict[str, Any]:
+        """The run's spending in manifest form: draws from the log (cached draws cost nothing), the other
+        phases from earlier invocations' manifests plus ``this_invocation``'s calls per phase."""
         draws = draw_usage(self.store.rows(), price)
+        phases = self._earlier_phases()
+        for name, usage in (this_invocation or {}).items():
+            if name != "draws":
+                phases[name] = phases.get(name, Usage()).merged(usage)
         total = Usage.from_dict(draws)
-        for usage in self.earlier_phases().values():
+        for usage in phases.values():
             total = total.merged(usage)
-        return total
+        return {**total.to_dict(), "pools": draws["pools"],
+                "phases": {"draws": Usage.from_dict(draws).to_dict(), **{k: u.to_dict() for k, u in sorted(phases.items())}}}
 
-    def earlier_phases(self) -> dict[str, Usage]:
-        """Spending of the phases other than generation in earlier invocations (from the manifest)."""
+    def _earlier_phases(self) -> dict[str, Usage]:
         phases = ((self.previous.usage if self.previous else None) or {}).get("phases") or {}
         return {name: Usage.from_dict(u) for name, u in phases.items() if name != "draws"}
 
