@@ -11,7 +11,7 @@ budget sees them all, and the "model calls" line counts them all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from harness.cache import DrawCache, loglikelihood_key
 from harness.concurrency import AdaptiveLimiter, CallStats, call_with_retries
@@ -53,27 +53,33 @@ class ModelCalls:
 
     async def call(self, requests: Sequence[GenerationRequest], phase: str = "draws") -> list[Completion]:
         """One ``generate`` call for a batch, retried as a whole; counted in usage under ``phase``."""
-        completions = await call_with_retries(lambda: self.mimic.generate(list(requests)), self.limiter, self.policy,
-                                              self.stats, describe=f"request to {self.model_id}")
-        if len(completions) != len(requests):
-            raise PermanentBackendError(
-                f"backend for {self.model_id} returned {len(completions)} completions for {len(requests)} requests",
-                "report this to the backend plugin's authors",
-            )
+        completions = await self._retried(lambda: self.mimic.generate(list(requests)), len(requests), "completions",
+                                          f"request to {self.model_id}")
         usage = self.by_phase.setdefault(phase, Usage())
         for c in completions:
             for u in (self.spent, usage):
                 u.add(c.prompt_tokens, c.completion_tokens, self.price)
         return completions
 
+    async def score(self, pairs: Sequence[tuple[str, str]], phase: str) -> list[float]:
+        """One ``loglikelihood`` call, retried as a whole; counted under ``phase`` (no tokens reported)."""
+        scores = await self._retried(lambda: self.mimic.loglikelihood(list(pairs)), len(pairs), "scores",
+                                     f"scoring with {self.model_id}")
+        for u in (self.spent, self.by_phase.setdefault(phase, Usage())):
+            u.add(0, 0, None, requests=len(pairs))
+        return [float(s) for s in scores]
+
+    async def _retried(self, fn: Callable[[], Awaitable[list]], expected: int, what: str, describe: str) -> list:
+        """``fn()`` under the run's limiter and retry policy; a backend answering the wrong count is a permanent error."""
+        out = await call_with_retries(fn, self.limiter, self.policy, self.stats, describe=describe)
+        if len(out) != expected:
+            raise PermanentBackendError(f"backend for {self.model_id} returned {len(out)} {what} for {expected} requests",
+                                        "report this to the backend plugin's authors")
+        return out
+
     def measuring(self, phase: str, cache: DrawCache | None) -> MeasuringMimic:
         """A mimic-shaped view for a measurement phase: cached, budgeted, one request per retry."""
         return MeasuringMimic(self, phase, cache)
-
-    def count_scores(self, phase: str, n: int) -> None:
-        """Count ``n`` scored pairs (no tokens reported) under ``phase``."""
-        for u in (self.spent, self.by_phase.setdefault(phase, Usage())):
-            u.add(0, 0, None, requests=n)
 
     def check_budget(self) -> None:
         """Raise :class:`BudgetExceeded` when the run's budget is spent."""
@@ -127,14 +133,8 @@ class MeasuringMimic:
         self.cached += len(keys) - len(missing)
         if missing:
             self._calls.check_budget()
-            wanted = [pairs[i] for i in missing]
-            scores = await call_with_retries(lambda: self._calls.mimic.loglikelihood(wanted), self._calls.limiter,
-                                             self._calls.policy, self._calls.stats, describe=f"scoring with {self.model_id}")
-            if len(scores) != len(wanted):
-                raise PermanentBackendError(f"backend for {self.model_id} returned {len(scores)} scores for {len(wanted)} pairs",
-                                            "report this to the backend plugin's authors")
-            self._calls.count_scores(self._phase, len(wanted))
-            new = {keys[i]: float(s) for i, s in zip(missing, scores)}
+            scores = await self._calls.score([pairs[i] for i in missing], self._phase)
+            new = {keys[i]: s for i, s in zip(missing, scores)}
             found.update(new)
             if self._cache is not None:
                 self._cache.put_loglikelihoods(self.model_id, new.items())
