@@ -12,7 +12,7 @@ Text features accept ``after: <Field>``: measure only the text after the first l
 | ``length_lines`` | | numeric: non-blank lines |
 | ``vader`` | ``label`` (positive/neutral/negative at +-0.05) | numeric compound / categorical |
 | ``header_field`` | ``field``, ``numeric``, ``lowercase``, ``values`` (allowed categories) | numeric / categorical |
-| ``python_ast`` | ``measure`` (see ``PYTHON_MEASURES``; ``python_lines`` = ``lines``...), ``require_compiles`` | binary / numeric |
+| ``python_ast`` | ``measure`` (see ``PYTHON_MEASURES``; ``python_lines`` = ``lines``...), ``require_compiles``, ``first_definition`` (measure only the first top-level def/class) | binary / numeric |
 """
 
 from __future__ import annotations
@@ -235,6 +235,32 @@ def code_of(text: str) -> str:
     return match.group(1) if match else text
 
 
+_DEFINITION_RE = re.compile(r"(?:async[ \t]+def|def|class)[ \t]|@")
+
+
+def first_definition(code: str) -> str:
+    """The code up to the end of its first top-level ``def``/``class`` (decorators and comments before it kept).
+
+    A base model asked for one function often goes on writing more of them without the separator; the
+    item is the first one, so what follows it (often cut off by the token limit) neither breaks its
+    compilation nor adds to its lines. The definition ends at the first non-blank line back at column 0
+    after its body started (a line starting with a closing bracket continues a multi-line signature).
+    Code without a top-level definition is returned unchanged.
+    """
+    lines = code.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if _DEFINITION_RE.match(line)), None)
+    if start is None:
+        return code
+    i = start
+    while i < len(lines) and lines[i].startswith("@"):  # decorators belong to the definition
+        i += 1
+    for j in range(i + 1, len(lines)):
+        line = lines[j]
+        if line.strip() and not line[0].isspace() and line[0] not in ")]}":
+            return "".join(lines[:j])
+    return code
+
+
 @functools.lru_cache(maxsize=8192)  # the measures of one text are separate features: parse it once
 def analyse_python(code: str) -> dict[str, float | None]:
     """All PYTHON_MEASURES for one piece of code; the non-binary ones are None when it does not parse."""
@@ -278,8 +304,8 @@ def analyse_python(code: str) -> dict[str, float | None]:
 class PythonAst:
     """One measure of the Python code in an item, computed with ``ast`` (the code is never run)."""
 
-    def __init__(self, measure: str, require_compiles: bool = False):
-        self.measure, self.require_compiles = measure, require_compiles
+    def __init__(self, measure: str, require_compiles: bool = False, first_only: bool = False):
+        self.measure, self.require_compiles, self.first_only = measure, require_compiles, first_only
         self.kind = PYTHON_MEASURES[measure]
 
     def extract(self, texts: pl.Series) -> pl.Series:
@@ -289,7 +315,8 @@ class PythonAst:
             if text is None:
                 out.append(None)
                 continue
-            result = analyse_python(code_of(text))
+            code = code_of(text)
+            result = analyse_python(first_definition(code) if self.first_only else code)
             value = result[self.measure]
             if self.require_compiles and result["compiles"] != 1.0:
                 value = 0.0 if self.kind == "binary" else None
@@ -299,7 +326,7 @@ class PythonAst:
 
 def python_ast(options: Mapping[str, Any], ctx: Any = None) -> PythonAst:
     """Factory for ``python_ast``."""
-    options = _options(options, {"measure", "require_compiles"})
+    options = _options(options, {"measure", "require_compiles", "first_definition"})
     if options.pop("after", None) is not None:
         raise ValueError("option `after` is not supported by python_ast (the code is found in fences or the whole item)")
     measure = options.get("measure")
@@ -307,5 +334,5 @@ def python_ast(options: Mapping[str, Any], ctx: Any = None) -> PythonAst:
         measure = measure[len("python_"):]
     if measure not in PYTHON_MEASURES:
         raise ValueError(f"option `measure` must be one of {', '.join(PYTHON_MEASURES)}, got {measure!r}")
-    return PythonAst(measure, _flag(options, "require_compiles"))
+    return PythonAst(measure, _flag(options, "require_compiles"), _flag(options, "first_definition"))
 

@@ -5,8 +5,13 @@ A suite file (``tasks/suites/<name>.yaml``)::
     name: default
     description: what it is for
     models: [gguf:default, gguf:smollm2]     # model specs, as on the command line
-    tasks: [bookworld, python-functions]     # task names or paths
+    tasks:                                   # task names or paths, or {task:, plan:} with that task's design
+      - bookworld
+      - {task: python-functions, plan: {contexts: 12, samples_per_context: 16}}
     plan: {samples_per_context: 8}           # optional overrides for every run
+
+A design on the command line wins over a task's suite plan, which wins over the suite-wide plan,
+which wins over the task file's own ``plan``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Suite:
     tasks: tuple[str, ...]
     plan: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    task_plans: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> its own design in this suite
 
 
 def find_suite(name_or_path: str) -> Path:
@@ -75,14 +81,41 @@ def load_suite(name_or_path: str) -> Suite:
     unknown = set(data) - {"name", "description", "models", "tasks", "plan"}
     if unknown:
         raise TaskError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}", "allowed: name, description, models, tasks, plan")
-    plan = data.get("plan") or {}
-    if not isinstance(plan, dict) or set(plan) - PLAN_KEYS or not all(isinstance(v, int) and v >= 0 for v in plan.values()):
-        raise TaskError(f"{path}: field `plan` must map {', '.join(sorted(PLAN_KEYS))} to whole numbers", "fix the plan overrides")
+    tasks, task_plans = _tasks(data.get("tasks"), path)
     return Suite(
         name=str(data.get("name") or path.stem),
         description=str(data.get("description") or ""),
         models=_string_list(data, "models", path),
-        tasks=_string_list(data, "tasks", path),
-        plan=dict(plan),
+        tasks=tasks,
+        plan=_plan(data.get("plan"), "plan", path),
         path=path,
+        task_plans=task_plans,
     )
+
+
+def _plan(value: Any, where: str, path: Path) -> dict[str, int]:
+    plan = value or {}
+    if not isinstance(plan, dict) or set(plan) - PLAN_KEYS or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                                      for v in plan.values()):
+        raise TaskError(f"{path}: field `{where}` must map {', '.join(sorted(PLAN_KEYS))} to whole numbers", "fix the plan overrides")
+    return dict(plan)
+
+
+def _tasks(value: Any, path: Path) -> tuple[tuple[str, ...], dict[str, dict[str, int]]]:
+    """The suite's task names and the designs given to some of them (``{task: NAME, plan: {...}}``)."""
+    if not isinstance(value, list) or not value:
+        raise TaskError(f"{path}: field `tasks` must be a non-empty list", "write tasks: [a, b] or - {task: a, plan: {contexts: 8}}")
+    names, plans = [], {}
+    for i, entry in enumerate(value):
+        if isinstance(entry, dict):
+            if set(entry) - {"task", "plan"} or not isinstance(entry.get("task"), str) or not entry["task"]:
+                raise TaskError(f"{path}: tasks[{i}] must be a task name or {{task: NAME, plan: {{...}}}}", "fix that entry")
+            names.append(entry["task"])
+            plans[entry["task"]] = _plan(entry.get("plan"), f"tasks[{i}].plan", path)
+        elif isinstance(entry, str) and entry:
+            names.append(entry)
+        else:
+            raise TaskError(f"{path}: tasks[{i}] must be a task name or {{task: NAME, plan: {{...}}}}", "fix that entry")
+    if len(set(names)) != len(names):
+        raise TaskError(f"{path}: a task is listed twice in `tasks`", "list each task once")
+    return tuple(names), plans

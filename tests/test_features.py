@@ -110,6 +110,20 @@ def test_python_require_compiles():
     assert extract(F.python_ast({"measure": "python_lines"}), texts) == extract(F.python_ast({"measure": "lines"}), texts)
 
 
+def test_python_first_definition_measures_the_first_function_only():
+    first = '# docstring: yes\n@cache\ndef f(a,\n      b):\n    """Doc."""\n\n    return a\n'
+    rambling = first + "    \ndef g(x):\n    if x:\n        return [x,"  # a second function, cut off mid-line
+    closing = "def h(\n    a,\n):\n    return a\n"  # a bracket at column 0 continues the signature
+    assert F.first_definition(rambling) == first + "    \n"
+    assert F.first_definition(closing) == closing
+    assert F.first_definition("x = 1\n") == "x = 1\n"  # no definition: unchanged
+    whole = F.python_ast({"measure": "has_docstring", "require_compiles": True})
+    first_only = F.python_ast({"measure": "has_docstring", "require_compiles": True, "first_definition": True})
+    assert extract(whole, [rambling]) == [0.0]  # the cut-off second function breaks compilation
+    assert extract(first_only, [rambling]) == [1.0]
+    assert extract(F.python_ast({"measure": "returns", "first_definition": True}), [rambling]) == [1.0]
+
+
 @pytest.mark.parametrize("factory, options, fragment", [
     (F.regex_count, {}, "pattern"),
     (F.regex_count, {"pattern": "(a"}, "not a valid regex"),

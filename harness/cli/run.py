@@ -93,13 +93,17 @@ def build_configs(args: argparse.Namespace) -> list:
             raise UsageError("no task given", "pass --task NAME or --task path/to/task.yaml")
         specs, tasks = [resolve_model(text, args) for text in args.models], args.tasks
     prices = load_prices(args.prices) if args.prices else {}
+    # A suite's design for a task fills what the command line left unset.
+    task_plans = getattr(args, "task_plans", {})
+    by_task = {task: {key: plan[key] if plan[key] is not None else task_plans.get(task, {}).get(key) for key in plan}
+               for task in tasks}
     return [
         RunConfig(model=spec, task=task, out_dir=Path(args.out), concurrency=args.concurrency, use_cache=not args.no_cache,
                   cache_dir=Path(args.cache_dir) if args.cache_dir else None, max_cost=args.max_cost, max_tokens=args.max_tokens,
                   prices=prices, request_timeout=args.request_timeout, max_attempts=args.max_attempts, retry_wait=args.retry_wait,
                   estimators=tuple(args.estimators) if args.estimators else None, progress=args.progress,
                   summary_to="stderr" if args.json else "stdout",
-                  n_boot=args.n_boot, resume_id=args.resume, executor=args.executor, ray_address=args.ray_address, **plan)
+                  n_boot=args.n_boot, resume_id=args.resume, executor=args.executor, ray_address=args.ray_address, **by_task[task])
         for spec in specs for task in tasks
     ]
 
@@ -113,10 +117,9 @@ def apply_suite(args: argparse.Namespace) -> None:
     suite = load_suite(args.suite)
     args.models = args.models or list(suite.models)
     args.tasks = args.tasks or list(suite.tasks)
-    names = {"n_exemplars": "exemplars"}
-    for key, value in suite.plan.items():
-        if getattr(args, names.get(key, key), None) is None:
-            setattr(args, names.get(key, key), value)
+    # Each task's design: the suite-wide plan, then the task's own plan in the suite (build_configs lets
+    # the command line win over both).
+    args.task_plans = {task: {**suite.plan, **suite.task_plans.get(task, {})} for task in args.tasks}
     if args.leaderboard is None:
         args.leaderboard = str(Path(args.out) / "leaderboard")
 
