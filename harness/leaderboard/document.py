@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from harness import __version__
-from harness.leaderboard import chartdata, score
+from harness.leaderboard import chartdata, paired_ranks, score
 from harness.leaderboard.fmt import slug
 from harness.leaderboard.rendering import shown_names, differing_notes, renderings_of, run_rendering
 from harness.leaderboard.runs import scrubbed
@@ -168,10 +168,12 @@ def _section(key: tuple[Any, Any, Any], est: pl.DataFrame, runs: list[Manifest],
         })
     names = shown_names(models)  # in ranking order
     notes = [*notes, *differing_notes(models)]
+    estimates = [_estimate_entry(row) for row in pooled]
     return {
         "id": slug(f"{task}|{version}|{ref_hash}", "task-"), "task": task, "task_version": version, "reference_hash": ref_hash,
         "score_cells": [{"condition": c, "feature": f} for c, f in shared], "notes": notes, "models": models,
-        "estimates": [_estimate_entry(row) for row in pooled],
+        "estimates": estimates,
+        "comparisons": paired_ranks.section_comparisons(models, estimates, runs, data.draws, reference),
         "charts": {
             "latents": chartdata.latent_charts(runs, data.draws, reference, names),
             "forcing": chartdata.forcing_curves(pooled, names),

@@ -12,6 +12,8 @@ from typing import Any
 
 from harness.chat.renderings import COMPLETION
 from harness.leaderboard.fmt import flag_legend, fmt_row, fmt_triple, md_cell, md_escape
+from harness.leaderboard.paired_markdown import comparison_flags, comparison_lines
+from harness.leaderboard.paired_prose import decision_lines
 from harness.leaderboard.rendering import shown_names, rendering_of
 
 
@@ -57,7 +59,7 @@ def cells_text(model: dict[str, Any]) -> str:
 def section_flags(section: dict[str, Any]) -> list[str]:
     """Every flag shown in a section (its estimates' and its scores')."""
     found = {f for e in section["estimates"] for f in e.get("flags") or []}
-    return sorted(found | {f for m in section["models"] for f in m.get("flags") or []})
+    return sorted(found | {f for m in section["models"] for f in m.get("flags") or []} | comparison_flags(section))
 
 
 def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
@@ -129,6 +131,9 @@ def render(doc: dict[str, Any]) -> str:
                  md_cell(cells_text(m)), str(len(m["runs"]))] for m in section["models"]]
         lines += _table(["Rank", "Model", "Synchronisation score", "Difference with next", "Cells", "Runs"], rows, ["---:", "---", "---", "---", "---:", "---:"])
         lines.append("")
+        lines += comparison_lines(section, label)
+        decided = decision_lines(section, label)
+        lines += ["### Which comparisons the data decided", "", *decided] if decided else []
         legend = flag_legend(section_flags(section))
         if legend:
             lines += ["Flags in this section: " + "; ".join(md_cell(item) for item in legend) + ".", ""]

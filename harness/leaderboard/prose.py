@@ -2,7 +2,9 @@
 
 ``results/published/README.md`` (and ``README.md`` beside every leaderboard) is this text: how the
 board was made, the synchronisation score per task and whether the models are distinguishable,
-control success, the forcing-set rows, Goodhart-proneness and the synchronisation curves. Every
+control success, which of the three comparisons (score, forcing-set mass, Goodhart-proneness) the paired
+intervals decide (:mod:`harness.leaderboard.paired_prose`), the forcing-set rows, Goodhart-proneness and the
+synchronisation curves. Every
 number comes from the leaderboard document with its interval, or ``no interval (reason)``, and its
 flags (:func:`harness.leaderboard.fmt.fmt_row`), so the prose cannot drift from the estimates; the
 closing sentence counts what the data decided. Nothing here is typed by hand about results.
@@ -17,6 +19,7 @@ from typing import Any
 
 from harness.leaderboard.fmt import fmt_row, md_cell, md_escape
 from harness.leaderboard.markdown import labels, rank_text
+from harness.leaderboard.paired_prose import question
 from harness.leaderboard.rendering import rendering_of, shows_renderings, with_rendering
 from harness.leaderboard.score import norm_name
 from harness.records import Manifest
@@ -349,7 +352,7 @@ def render_report(doc: Mapping[str, Any], manifests: Sequence[Manifest]) -> str:
              f"Written by {doc['generator']['name']} {doc['generator']['version']} (`mimic report`) from the runs' manifests and "
              "estimates. Every number is a point estimate with its 95% interval, or \"no interval (reason)\" where no calibrated "
              "interval exists at that design; flags follow the number they qualify.", ""]
-    for part in (made(doc, manifests), scores, control(doc), format_adherence(doc), forcing(doc), goodhart(doc), sync_curves(doc),
+    for part in (made(doc, manifests), scores, question(doc, labels), control(doc), format_adherence(doc), forcing(doc), goodhart(doc), sync_curves(doc),
                  closing(doc, comparisons, decided)):
         lines += part
     return "\n".join(lines).rstrip() + "\n"

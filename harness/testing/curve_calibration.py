@@ -89,12 +89,29 @@ def _rho() -> np.ndarray:
     return np.array([item[3] for item in ITEMS])
 
 
+def goodhart_reference(rng: np.random.Generator) -> pl.DataFrame:
+    """A fresh reference table: ``N_REF`` items drawn from ``P_REF``, each with 1+K world draws."""
+    rho = _rho()
+    ref_idx = rng.choice(len(ITEMS), N_REF, p=P_REF)
+    return pl.DataFrame({"ref_id": np.arange(N_REF), "text": "item", **_item_features(ref_idx)}).with_columns(
+        pl.Series("world_draws", (rng.random((N_REF, K + 1)) < rho[ref_idx, None]).tolist(), dtype=pl.List(pl.Boolean)))
+
+
+def reference_mass() -> dict[str, np.ndarray]:
+    """F(H | R=1) on each latent's grid: the exact reference side of every distance."""
+    success_ref = P_REF * _rho()
+    f_mass = {}
+    for h in LATENTS:
+        values = np.array([item[list(LATENTS).index(h)] for item in ITEMS])
+        grid = np.array(GENRES) if h == "genre" else np.array(sorted(set(values.tolist())), dtype=float)
+        f_mass[h] = np.array([success_ref[values == g].sum() for g in grid]) / success_ref.sum()
+    return f_mass
+
+
 def goodhart_inputs(rng: np.random.Generator, contexts: int, samples: int, n_boot: int, seed: int) -> EstimationInputs:
     """One planted data set: a fresh reference, a clustered pool and the real controls' selections."""
     rho = _rho()
-    ref_idx = rng.choice(len(ITEMS), N_REF, p=P_REF)
-    reference = pl.DataFrame({"ref_id": np.arange(N_REF), "text": "item", **_item_features(ref_idx)}).with_columns(
-        pl.Series("world_draws", (rng.random((N_REF, K + 1)) < rho[ref_idx, None]).tolist(), dtype=pl.List(pl.Boolean)))
+    reference = goodhart_reference(rng)
     ctx = np.repeat(np.arange(contexts), samples)
     mix = rng.dirichlet(KAPPA * P_POOL, contexts)[ctx]
     idx = np.minimum((rng.random(ctx.size)[:, None] > np.cumsum(mix, axis=1)[:, :-1]).sum(axis=1), len(ITEMS) - 1)
@@ -175,12 +192,7 @@ def _latent_truth(q: np.ndarray, f_mass: dict[str, np.ndarray]) -> dict[str, flo
 def goodhart_truth() -> dict[Key, float]:
     """Exact values of every planted goodhart_curve and goodhart_score row."""
     rho, n_draws = _rho(), K + 1
-    success_ref = P_REF * rho
-    f_mass = {}
-    for h in LATENTS:
-        values = np.array([item[list(LATENTS).index(h)] for item in ITEMS])
-        grid = np.array(GENRES) if h == "genre" else np.array(sorted(set(values.tolist())), dtype=float)
-        f_mass[h] = np.array([success_ref[values == g].sum() for g in grid]) / success_ref.sum()
+    f_mass = reference_mass()
     points = {"none": exact_tilt(P_POOL, rho, n_draws, None)}
     points.update({f"tilt@{b:g}": exact_tilt(P_POOL, rho, n_draws, b) for b in BETAS})
     points[f"reward@{REWARD_K}"] = exact_reward(P_POOL, rho, n_draws, REWARD_K)
