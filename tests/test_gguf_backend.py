@@ -144,8 +144,8 @@ def test_capabilities(gemma, smol):
     common = {Capability.COMPLETION, Capability.SEEDED, Capability.SHARED_PREFIX, Capability.LOGPROBS, Capability.LOGLIKELIHOOD}
     assert gemma.capabilities == frozenset(common)  # the base GGUF has no chat template
     assert smol.capabilities == frozenset(common | {Capability.CHAT, Capability.ASSISTANT_PREFILL})
-    assert gemma.context_window == 2048 and gemma.model_id == "gguf:default"
-    assert gemma.max_concurrency == 2  # two 8-sample contexts fill the default 16 sequence slots
+    assert gemma.context_window == 8192 and gemma.model_id == "gguf:default"
+    assert gemma.max_concurrency == 5  # four 8-sample contexts fill the default 32 slots, a fifth takes early finishers' slots
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +165,7 @@ def test_fixed_seeds_reproduce_and_distinct_seeds_differ(gemma):
 
 
 def test_shared_prompt_is_prefilled_once(gemma, monkeypatch):
+    gemma.model.clear()  # forget the prompts earlier tests left cached
     calls = []
     original = gemma.model.prefill
     monkeypatch.setattr(gemma.model, "prefill", lambda tokens, seq, start=0: (calls.append(len(tokens)), original(tokens, seq, start))[1])
@@ -178,11 +179,15 @@ def test_shared_prompt_is_prefilled_once(gemma, monkeypatch):
 def test_groups_larger_than_max_sequences_are_split():
     mimic = create_gguf(parse_model_spec(f"gguf:default?max_sequences=2&{THREADS}"))
     try:
-        calls = []
-        original = mimic.model.prefill
+        calls, widths = [], []
+        original, decode = mimic.model.prefill, mimic.model.decode
         mimic.model.prefill = lambda tokens, seq, start=0: (calls.append(seq), original(tokens, seq, start))[1]
+        steps = lambda entries: [widths.append(len(entries))] if all(e[3] for e in entries) else []  # noqa: E731
+        mimic.model.decode = lambda entries: (steps(entries), decode(entries))[1]
         out = run(mimic.generate([req(seed=i, max_tokens=2) for i in range(5)]))
-        assert len(out) == 5 and len(calls) == 3  # chunks of 2, 2, 1
+        # Two sequences at a time; the prompt is decoded once and later requests copy its cached cells.
+        assert len(out) == 5 and len(calls) == 1
+        assert widths and max(widths) <= 2
     finally:
         run(mimic.aclose())
 

@@ -45,6 +45,11 @@ def plan_phase(config: RunPlan, loaded: Loaded, seed: int, rendering: str = COMP
                 seen[group] = seen.get(group, 0) + 1
                 kept.add(d.key)
         planned = [d for d in planned if d.key in kept]
+    # Context-major: the pools (and renderings) of one context follow each other, so their groups are
+    # in flight together and a backend that caches prompt prefixes decodes their shared exemplars once.
+    # Nothing reads this order but the generate phase: rows are logged as draws finish, and a resumed
+    # run skips the keys already logged.
+    planned.sort(key=lambda d: (d.n_exemplars, d.context_id, d.pool, d.sample_index))
     keys = [d.key for d in planned]
     if len(set(keys)) != len(keys):
         raise UsageError("the plan has two draws with the same (task, pool, n_exemplars, context, sample) key",

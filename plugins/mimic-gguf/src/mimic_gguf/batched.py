@@ -10,6 +10,7 @@ and KV cells are free (continuous batching), so short draws do not leave the bat
 
 from __future__ import annotations
 
+import ctypes
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from harness import Completion, GenerationRequest, PermanentBackendError, TokenLogprob
 
 from mimic_gguf.model import LoadedModel, log_softmax
+from mimic_gguf.prefix import PrefixCache, PrefixEntry
 from mimic_gguf.text import SpecialStripper, find_stop
 
 _DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED means "random" to llama.cpp: never pass it
@@ -65,6 +67,22 @@ def make_sampler(req: GenerationRequest):
     return chain
 
 
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
+def sample_from_logits(sampler, logits: np.ndarray) -> int:
+    """Draw a token from a stored logits row, as ``llama_sampler_sample`` draws from the context's."""
+    data = np.empty(logits.shape[0], dtype=_TOKEN_DATA)
+    data["id"] = np.arange(logits.shape[0], dtype=np.int32)
+    data["logit"] = logits
+    data["p"] = 0.0
+    candidates = C.llama_token_data_array(data.ctypes.data_as(ctypes.POINTER(C.llama_token_data)), len(data), -1, False)
+    C.llama_sampler_apply(sampler, ctypes.byref(candidates))
+    token = int(candidates.data[candidates.selected].id)
+    C.llama_sampler_accept(sampler, token)
+    return token
+
+
 @dataclass(eq=False)
 class _Sequence:
     """The state of one request being sampled."""
@@ -72,9 +90,11 @@ class _Sequence:
     index: int
     request: GenerationRequest
     slot: int
-    pos: int
+    pos: int  # position of ``feed``, the token the next decode step reads
     limit: int
     prompt_tokens: int
+    group: _Group
+    feed: int = -1
     sampler: object = None
     tokens: list[int] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)  # byte offset where each token's text begins
@@ -85,13 +105,25 @@ class _Sequence:
     checked: int = 0  # characters already searched for stop strings
 
 
-@dataclass
-class _Chunk:
-    """Requests of one group that share one prefill (at most ``max_sequences`` of them)."""
+@dataclass(eq=False)
+class _Group:
+    """Requests with one prompt: decoded once into a prefix entry, then admitted as slots free up."""
 
     tokens: list[int]
-    members: list[int]  # request indices
-    cells: int  # KV cells the chunk may use: prompt + every member's token limit
+    pending: deque[int]  # request indices not yet admitted
+    entry: PrefixEntry | None = None  # the cached prompt (pinned while the group runs)
+    live: int = 0
+
+
+@dataclass
+class _State:
+    """One batched run: what waits, what samples, which slots and cells are free."""
+
+    queue: deque[_Group]
+    free_slots: list[int]
+    reserved: int = 0  # cells the live sequences may still fill (their token limits)
+    live: list[_Sequence] = field(default_factory=list)
+    done: list[tuple[int, Completion]] = field(default_factory=list)
 
 
 class Feed:
@@ -112,31 +144,25 @@ class BatchedSampler:
         self.model = model
         self.feed = Feed()  # the mimic sets its own while it serves calls
         self.strip = SpecialStripper(model.special_strings)
+        config = model.config
+        self.cache = PrefixCache(model, config.max_sequences, config.prefix_entries, config.prefix_sharing)
+        self.prompt_tokens_decoded = 0  # prompt tokens run through the model (shared prefixes are not)
 
     # -- planning -----------------------------------------------------------------------------
     def _limit(self, req: GenerationRequest, n_prompt: int) -> int:
         # A sequence cannot run past the context: cap it there and report "length".
         return max(1, min(req.max_tokens, self.model.n_ctx - n_prompt))
 
-    def plan(self, requests: Sequence[GenerationRequest], prompts: Sequence[list[int]]) -> list[_Chunk]:
-        """Group requests by prompt and split each group into chunks that fit the context alone."""
-        n_ctx, max_seqs = self.model.n_ctx, self.model.config.max_sequences
-        groups: dict[tuple[int, ...], list[int]] = {}
+    def plan(self, prompts: Sequence[list[int]], base: int = 0) -> list[_Group]:
+        """Group requests (numbered from ``base``) by prompt, in order of first appearance."""
+        groups: dict[tuple[int, ...], _Group] = {}
         for i, tokens in enumerate(prompts):
-            check_prompt(len(tokens), n_ctx)
-            groups.setdefault(tuple(tokens), []).append(i)
-        chunks: list[_Chunk] = []
-        for key, members in groups.items():
-            n_prompt, current, cells = len(key), [], len(key)
-            for i in members:
-                need = self._limit(requests[i], n_prompt)
-                if current and (len(current) == max_seqs or cells + need > n_ctx):
-                    chunks.append(_Chunk(list(key), current, cells))
-                    current, cells = [], n_prompt
-                current.append(i)
-                cells += need
-            chunks.append(_Chunk(list(key), current, cells))
-        return chunks
+            check_prompt(len(tokens), self.model.n_ctx)
+            key = tuple(tokens)
+            if key not in groups:
+                groups[key] = _Group(list(tokens), deque())
+            groups[key].pending.append(base + i)
+        return list(groups.values())
 
     # -- sampling -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], prompts: Sequence[list[int]]) -> list[Completion]:
@@ -156,103 +182,178 @@ class BatchedSampler:
         return results  # type: ignore[return-value]
 
     def _take_more(self, queue: deque, requests: list[GenerationRequest], prompts: list[list[int]]) -> None:
-        """Queue the chunks of whatever the feed hands over, numbered after the requests so far."""
+        """Queue the groups of whatever the feed hands over, numbered after the requests so far."""
         for more_requests, more_prompts in self.feed.take():
             base = len(requests)
             requests += more_requests
             prompts += more_prompts
-            for chunk in self.plan(more_requests, more_prompts):
-                chunk.members = [base + i for i in chunk.members]
-                queue.append(chunk)
+            queue.extend(self.plan(more_prompts, base))
 
     def _run(self, requests: list[GenerationRequest], prompts: list[list[int]]) -> list[tuple[int, Completion]]:
-        """Continuous batching: a chunk joins the running batch as soon as its slots and cells are free.
+        """Continuous batching: requests join the running batch one by one as slots and cells free up.
 
-        Cells are reserved per chunk (prompt plus every member's token limit) until its last member
-        finishes, so an admitted chunk can never run out of KV space. Between steps the feed may add
-        requests (``requests`` and ``prompts`` grow); each finished one is reported to it at once.
+        Cells are reserved per sequence (its token limit) and per cached prompt, so an admitted
+        sequence can never run out of KV space. Between steps the feed may add requests
+        (``requests`` and ``prompts`` grow); each finished one is reported to it at once.
         """
         model = self.model
-        model.clear()
-        queue = deque(self.plan(requests, prompts))
-        free_slots = list(range(model.config.max_sequences - 1, -1, -1))
-        reserved = 0
-        owners: dict[int, list] = {}  # request index -> [chunk cells, members still live] (shared per chunk)
-        done: list[tuple[int, Completion]] = []
-        live: list[_Sequence] = []
-
-        def retire(seq: _Sequence) -> None:
-            nonlocal reserved
-            model.drop_sequence(seq.slot)
-            free_slots.append(seq.slot)
-            C.llama_sampler_free(seq.sampler)
-            seq.sampler = None
-            owner = owners.pop(seq.index)
-            owner[1] -= 1
-            if owner[1] == 0:
-                reserved -= owner[0]
-            completion = self._completion(seq)
-            done.append((seq.index, completion))
-            self.feed.finished(seq.index, completion)
-
+        self.cache.forget_if_cleared()
+        for slot in range(model.config.max_sequences):  # anything a failed run left behind
+            model.drop_sequence(slot)
+        state = _State(deque(self.plan(prompts)), list(range(model.config.max_sequences - 1, -1, -1)))
         try:
             while True:
-                self._take_more(queue, requests, prompts)
-                while queue and len(queue[0].members) <= len(free_slots) and reserved + queue[0].cells <= model.n_ctx:
-                    chunk = queue.popleft()
-                    reserved += chunk.cells
-                    owner = [chunk.cells, len(chunk.members)]
-                    admitted = self._admit(chunk, requests, [free_slots.pop() for _ in chunk.members])
-                    for seq in admitted:
-                        owners[seq.index] = owner
-                    live += [seq for seq in admitted if not seq.finish]
-                    for seq in admitted:
-                        if seq.finish:  # ended on its first token
-                            retire(seq)
-                if not live:
-                    if queue:
+                self._take_more(state.queue, requests, prompts)
+                self._admit(state, requests)
+                if not state.live:
+                    if state.queue:
                         continue
                     break
-                model.decode([(seq.tokens[-1], seq.pos, seq.slot, True) for seq in live])
+                model.decode([(seq.feed, seq.pos, seq.slot, True) for seq in state.live])
                 still = []
-                for j, seq in enumerate(live):
+                for j, seq in enumerate(state.live):
                     seq.pos += 1
                     self._step(seq, j)
                     if seq.finish:
-                        retire(seq)
+                        self._retire(seq, state)
                     else:
                         still.append(seq)
-                live = still
+                state.live = still
+        except BaseException:
+            model.clear()  # the cache's entries are forgotten at the next run
+            raise
         finally:
-            for seq in live:
+            for seq in state.live:
                 if seq.sampler is not None:
                     C.llama_sampler_free(seq.sampler)
                     seq.sampler = None
-        return done
+        return state.done
 
-    def _admit(self, chunk: _Chunk, requests: Sequence[GenerationRequest], slots: list[int]) -> list[_Sequence]:
-        """Prefill a chunk's prompt once, share it with every member, and draw their first tokens."""
-        model = self.model
-        n_prompt = len(chunk.tokens)
-        model.prefill(chunk.tokens, slots[0])
-        seqs = []
-        for i, slot in zip(chunk.members, slots):
-            req = requests[i]
-            seq = _Sequence(i, req, slot, n_prompt, self._limit(req, n_prompt), n_prompt)
-            seq.sampler = make_sampler(req)
-            seqs.append(seq)
-            if slot != slots[0]:
-                model.copy_sequence(slots[0], slot)
+    def _retire(self, seq: _Sequence, state: _State) -> None:
+        """Free a finished sequence's slot, cells and sampler, and report its completion."""
+        self.model.drop_sequence(seq.slot)
+        state.free_slots.append(seq.slot)
+        state.reserved -= seq.limit
+        C.llama_sampler_free(seq.sampler)
+        seq.sampler = None
+        group = seq.group
+        group.live -= 1
+        if group.live == 0 and not group.pending and group.entry is not None:
+            self.cache.unpin(group.entry)
+        completion = self._completion(seq)
+        state.done.append((seq.index, completion))
+        self.feed.finished(seq.index, completion)
+
+    def _admit(self, state: _State, requests: Sequence[GenerationRequest]) -> None:
+        """Admit waiting requests, in order, while sequence slots and cells are free."""
+        while state.queue and state.free_slots:
+            group = state.queue[0]
+            admitted = self._join(group, state, requests) if group.entry is not None else self._start(group, state, requests)
+            if not group.pending:
+                state.queue.popleft()
+            elif not admitted:
+                return
+
+    def _fit(self, state: _State, limits: list[int], prompt_cells: int) -> int:
+        """How many of ``limits`` fit beside ``prompt_cells`` new prompt cells, evicting idle entries if needed."""
+        n_ctx, cache = self.model.n_ctx, self.cache
+        limits = limits[: len(state.free_slots)]
+        wanted = prompt_cells + sum(limits)
+        cache.make_room(max(0, n_ctx - state.reserved - wanted))
+        room = n_ctx - state.reserved - cache.cells - prompt_cells
+        k = 0
+        while k < len(limits) and limits[k] <= room:
+            room -= limits[k]
+            k += 1
+        return k
+
+    def _start(self, group: _Group, state: _State, requests: Sequence[GenerationRequest]) -> int:
+        """Decode a group's prompt (after the longest prefix already cached), cache it, admit members."""
+        model, cache, tokens = self.model, self.cache, group.tokens
+        n = len(tokens)
+        entry, shared = cache.match(tokens)
+        if entry is not None and shared == n:  # the same prompt is cached: join it
+            cache.pin(entry)
+            group.entry = entry
+            return self._join(group, state, requests)
+        limits = [self._limit(requests[i], n) for i in group.pending]
+        if entry is not None:
+            cache.pin(entry)  # kept while this group copies from it
+        k = self._fit(state, limits, n - shared) if cache.can_add() else 0
+        if k == 0 and entry is not None and not state.live:
+            # The matched entry's cells leave no room, and nothing running will free any: start afresh.
+            cache.unpin(entry)
+            entry, shared = None, 0
+            k = self._fit(state, limits, n) if cache.can_add() else 0
+        if k == 0:
+            if entry is not None:
+                cache.unpin(entry)
+            if not state.live:
+                raise PermanentBackendError(f"no room in the KV cache for a {n}-token prompt", "raise the n_ctx option")
+            return 0
+        slots = [state.free_slots.pop() for _ in range(k)]
+        if entry is not None:
+            model.copy_positions(entry.seq, slots[0], shared)
+        model.prefill(tokens[shared:], slots[0], shared)
+        self.prompt_tokens_decoded += n - shared
+        group.entry = cache.add(tokens, slots[0], entry, shared, model.logits_row(-1, np.float32))
+        if entry is not None:
+            cache.unpin(entry)
+        for slot in slots[1:]:
+            model.copy_sequence(slots[0], slot)
+        for slot in slots:
+            seq = self._sequence(group, requests, slot, n)
             self._step(seq, -1)  # from the prompt's last logits
-        return seqs
+            self._enter(seq, state)
+        return k
 
-    def _step(self, seq: _Sequence, batch_index: int) -> None:
-        """Draw one token for ``seq`` from batch entry ``batch_index`` and update its state."""
+    def _join(self, group: _Group, state: _State, requests: Sequence[GenerationRequest]) -> int:
+        """Admit members of a group whose prompt is cached: copy its cells, draw from its stored last logits.
+
+        The first token comes from the very logits the prompt's own decode produced, so it does not
+        depend on whether the prompt was decoded in this call or an earlier one.
+        """
+        entry = group.entry
+        assert entry is not None
+        n = len(group.tokens)
+        k = self._fit(state, [self._limit(requests[i], n) for i in group.pending], 0)
+        for _ in range(k):
+            seq = self._sequence(group, requests, state.free_slots.pop(), n)
+            self.model.copy_positions(entry.seq, seq.slot, n)
+            self._step(seq, -1, entry.logits)
+            self._enter(seq, state)
+        return k
+
+    def _sequence(self, group: _Group, requests: Sequence[GenerationRequest], slot: int, pos: int) -> _Sequence:
+        """The next pending member of ``group`` as a sequence in ``slot``, its sampler made."""
+        i = group.pending.popleft()
+        req = requests[i]
+        n = len(group.tokens)
+        seq = _Sequence(i, req, slot, pos, self._limit(req, n), n, group)
+        seq.sampler = make_sampler(req)
+        group.live += 1
+        return seq
+
+    def _enter(self, seq: _Sequence, state: _State) -> None:
+        """Count an admitted sequence's cells and put it in the batch (or retire it if already done)."""
+        state.reserved += seq.limit
+        if seq.finish:  # ended on its first token
+            self._retire(seq, state)
+        else:
+            state.live.append(seq)
+
+    def _step(self, seq: _Sequence, batch_index: int, logits: np.ndarray | None = None) -> None:
+        """Draw one token for ``seq`` from batch entry ``batch_index`` (or stored ``logits``) and update its state."""
         model = self.model
-        token = C.llama_sampler_sample(seq.sampler, model.ctx, batch_index)
+        if logits is None:
+            token = C.llama_sampler_sample(seq.sampler, model.ctx, batch_index)
+        else:
+            token = sample_from_logits(seq.sampler, logits)
         if seq.request.top_logprobs > 0:
-            seq.logprobs.append(self._token_logprob(model.logits_row(batch_index), token, seq.request.top_logprobs))
+            row = model.logits_row(batch_index) if logits is None else logits.astype(np.float64)
+            seq.logprobs.append(self._token_logprob(row, token, seq.request.top_logprobs))
         seq.tokens.append(token)
+        seq.feed = token
         seq.starts.append(len(seq.data))
         if model.is_eog(token):
             seq.finish = "stop"

@@ -112,9 +112,15 @@ class GGUFMimic:
             caps |= {Capability.CHAT, Capability.ASSISTANT_PREFILL}
         self.capabilities = frozenset(caps)
         self.context_window = model.n_ctx
-        # Calls in flight worth having: one context of 8 samples per 8 sequence slots, so a runner
-        # sending one context per call keeps the batch full; more would only queue behind the lock.
-        self.max_concurrency = max(1, model.config.max_sequences // 8)
+        # Calls in flight worth having: one context of 8 samples per 8 sequence slots, plus one whose
+        # requests take the slots of a call's early finishers while its last draws still run (a
+        # runner sends its next call only when one returns); more would only queue.
+        self.max_concurrency = model.config.max_sequences // 8 + 1
+
+    @property
+    def prompt_tokens_decoded(self) -> int:
+        """Prompt tokens the model has decoded for generation so far (cached prefixes are copied, not decoded)."""
+        return self._sampler.prompt_tokens_decoded
 
     @property
     def model(self) -> LoadedModel:

@@ -19,6 +19,7 @@ from harness import ModelSpecError, PermanentBackendError
 
 _ATTR_CONTROL = 8  # LLAMA_TOKEN_ATTR_CONTROL: <eos>, <pad>, <start_of_turn>, <|im_end|>, <unusedN>...
 _backend_ready = False
+_MAX_SEQUENCE_IDS = 256  # LLAMA_MAX_SEQ: the most sequence ids a llama.cpp context takes
 
 
 def _quiet_llama_logs() -> None:
@@ -38,10 +39,21 @@ def _quiet_llama_logs() -> None:
 class ContextConfig:
     """Load-time settings of the llama.cpp context."""
 
-    n_ctx: int = 2048
+    n_ctx: int = 8192
     n_threads: int = 1
     n_batch: int = 512
-    max_sequences: int = 16
+    max_sequences: int = 32
+    prefix_sharing: bool = True  # a prompt starts from the cells of the longest cached prefix
+
+    @property
+    def prefix_entries(self) -> int:
+        """Prompts kept cached after their draws (each takes two sequence ids after the sampling slots)."""
+        return max(1, min(self.max_sequences, (_MAX_SEQUENCE_IDS - self.max_sequences) // 2))
+
+    @property
+    def sequence_ids(self) -> int:
+        """Sequence ids the context needs: the sampling slots, then two per cached prompt."""
+        return self.max_sequences + 2 * self.prefix_entries
 
 
 class LoadedModel:
@@ -63,7 +75,7 @@ class LoadedModel:
         params.n_ctx = config.n_ctx
         params.n_batch = config.n_batch
         params.n_ubatch = config.n_batch
-        params.n_seq_max = config.max_sequences
+        params.n_seq_max = config.sequence_ids
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads
         # One shared cell pool: a prompt decoded once is visible to every sequence copied from it.
@@ -84,6 +96,7 @@ class LoadedModel:
                 f"llama.cpp could not create a context for {path.name} (n_ctx={config.n_ctx}, max_sequences={config.max_sequences})",
                 "lower the n_ctx or max_sequences option",
             )
+        self.clears = 0  # times the whole cache was cleared (a prefix cache then forgets its entries)
         self.n_ctx = C.llama_n_ctx(self.ctx)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.model)
         self.memory = C.llama_get_memory(self.ctx)
@@ -168,10 +181,15 @@ class LoadedModel:
     def clear(self) -> None:
         """Drop every sequence from the KV cache."""
         C.llama_memory_clear(self.memory, True)
+        self.clears += 1
 
     def copy_sequence(self, src: int, dst: int) -> None:
         """Make sequence ``dst`` share all of ``src``'s cached tokens (no recompute)."""
         C.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+
+    def copy_positions(self, src: int, dst: int, end: int) -> None:
+        """Make sequence ``dst`` share ``src``'s cached positions ``[0, end)``."""
+        C.llama_memory_seq_cp(self.memory, src, dst, 0, end)
 
     def drop_sequence(self, seq: int) -> None:
         """Free a finished sequence's cells."""
@@ -209,12 +227,12 @@ class LoadedModel:
             last = lo + len(chunk) == len(tokens)
             self.decode([(tok, start + lo + j, seq, last and j == len(chunk) - 1) for j, tok in enumerate(chunk)])
 
-    def logits_row(self, index: int) -> np.ndarray:
+    def logits_row(self, index: int, dtype: type = np.float64) -> np.ndarray:
         """A copy of the logits of batch entry ``index`` (``-1``: the last one with logits)."""
         ptr = C.llama_get_logits_ith(self.ctx, index)
         if not ptr:
             raise PermanentBackendError("llama.cpp returned no logits for a batch entry", "report this with the model file name")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(dtype)
 
     def close(self) -> None:
         """Free the batch, context and model (idempotent)."""

@@ -7,8 +7,10 @@ Model names::
     gguf:/abs/path/model.gguf         any GGUF file
     gguf:NAME?path=/abs/model.gguf    any GGUF file under a name of your choice
 
-Options: ``n_ctx`` (default 2048), ``n_threads`` (default: every usable core), ``n_batch``
-(default 512), ``max_sequences`` (sequences decoded together, default 16), ``path``.
+Options: ``n_ctx`` (KV cells shared by every sequence, default 8192), ``n_threads`` (default: every
+usable core), ``n_batch`` (default 512), ``max_sequences`` (sequences decoded together, default 32),
+``prefix_sharing`` (1: a prompt starts from the cached cells of the longest prompt prefix it shares
+with an earlier one; 0: only requests with the same prompt share cells; default 1), ``path``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ from mimic_gguf.files import resolve_model_file
 from mimic_gguf.mimic import GGUFMimic
 from mimic_gguf.model import ContextConfig, LoadedModel
 
-DEFAULTS = {"n_ctx": 2048, "n_batch": 512, "max_sequences": 16}
-_INT_OPTIONS = {"n_ctx": (64, 1 << 20), "n_threads": (1, 1024), "n_batch": (1, 1 << 16), "max_sequences": (1, 256)}
+DEFAULTS = {"n_ctx": 8192, "n_batch": 512, "max_sequences": 32, "prefix_sharing": 1}
+_INT_OPTIONS = {"n_ctx": (64, 1 << 20), "n_threads": (1, 1024), "n_batch": (1, 1 << 16), "max_sequences": (1, 254),
+                "prefix_sharing": (0, 1)}
 _KNOWN = set(_INT_OPTIONS) | {"path"}
-# Options that change speed only, never the text a seed produces: left out of the model id.
-_SPEED_ONLY = {"n_threads"}
+# Options that change speed only, never the text a seed targets: left out of the model id. Which
+# requests share a decode step already depends on when calls arrive (continuous batching), so the
+# slot count and whether a prompt's first cells are copied from a cached prefix or decoded again
+# change the batch shapes, and so only the float rounding of the logits, as timing does. n_ctx
+# stays in the id: it caps prompts and generations.
+_SPEED_ONLY = {"n_threads", "max_sequences", "prefix_sharing"}
 
 
 def usable_cores() -> int:
@@ -53,7 +60,8 @@ def context_config(options: dict[str, Any]) -> ContextConfig:
         values[name] = raw
     # A decode step holds one token per sequence, so a batch must fit every sequence.
     values["n_batch"] = max(values["n_batch"], values["max_sequences"])
-    return ContextConfig(**values)
+    sharing = bool(values.pop("prefix_sharing"))
+    return ContextConfig(**values, prefix_sharing=sharing)
 
 
 def model_id_for(spec: ModelSpec) -> str:
