@@ -36,7 +36,9 @@ def pilot(tmp_path_factory):
 
 
 def args(**kw) -> argparse.Namespace:
-    base = {"pilot": None, "task": None, "width": 0.05, "icc": 0.1, "estimators": None, "n_boot": 100, "seed": 0, "json": True}
+    base = {"pilot": None, "task": None, "width": 0.05, "icc": 0.1, "estimators": None, "n_boot": 100, "seed": 0, "json": True,
+            "budget_minutes": None, "budget_tokens": None, "cost_prefill_ms": None, "cost_token_ms": None, "measure_cost": False,
+            "drop_curve": False}
     return argparse.Namespace(**{**base, **kw})
 
 

@@ -102,3 +102,19 @@ def test_bad_target_width_options_are_usage_errors(tmp_path, task_file, capsys):
     assert "--max-minutes sizes a --target-width run" in capsys.readouterr().err
     assert mimic_main([*base, "--target-width", "0.5", "--contexts", "9"]) == 2
     assert "--target-width chooses the contexts itself" in capsys.readouterr().err
+
+
+def test_a_small_pilot_planned_from_standard_errors_asks_for_fewer_contexts():
+    p = planted(np.random.default_rng(4), contexts=4, samples=4, n_ref=4000, n_boot=200)
+    from harness.estimation import run_estimators
+    from harness.stats.est_rates import ControlSuccess
+    from harness.stats.est_shift import LatentShift
+
+    est = run_estimators({"control_success": ControlSuccess(), "latent_shift": LatentShift()}, p.inputs)
+    sizes = dict(p.inputs.draws.group_by("pool").len().iter_rows())
+    by_interval, by_se = (headline_inputs(est, sizes, 4, variance)[1] for variance in ("interval", "standard-error"))
+    shift = [(a, b) for a, b in zip(by_interval, by_se) if a.estimator == "latent_shift" and not a.withheld]
+    smaller = sum(b.sigma2 + b.v_ref < a.sigma2 + a.v_ref for a, b in shift)
+    assert shift and smaller > len(shift) / 2, (smaller, len(shift))  # most rows: t(3)/percentile widening is not variance
+    rows = headline_inputs(est, sizes, 4)[0]
+    assert plan_main_stage(rows, by_se, 4, 4, 0.4).needed_contexts < plan_main_stage(rows, by_interval, 4, 4, 0.4).needed_contexts

@@ -10,6 +10,12 @@ and reference/mimic variance split, and scales them (harness/stats/planning.py).
 come from the pilot's prompt and completion token counts; without a pilot they are guessed
 from the reference texts (about 4 characters a token) and the intra-context correlation is
 ``--icc``.
+
+With a pilot, it also prints a *design*: contexts x samples per pool (harness/stats/planning_budget.py)
+at the costs of a prompt and a generated token on the pilot's backend (harness/run/costs.py):
+
+    mimic plan RUN_DIR --budget-minutes 10 --measure-cost   # the narrowest headline intervals in 10 minutes
+    mimic plan RUN_DIR --width 0.05 --cost-prefill-ms 2 --cost-token-ms 40   # the cheapest design reaching ±0.05
 """
 
 from __future__ import annotations
@@ -41,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-boot", type=int, default=300, help="resamples when a pilot's estimates must be recomputed (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed for recomputed estimates (default 0)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    budget = parser.add_argument_group("design for a budget (needs a pilot RUN_DIR)")
+    budget.add_argument("--budget-minutes", type=float, metavar="M", help="choose C x S per pool for the narrowest headline intervals in M minutes of model time")
+    budget.add_argument("--budget-tokens", type=int, metavar="N", help="... in N tokens the model processes (a context's prompt once, every generated token)")
+    budget.add_argument("--cost-prefill-ms", type=float, metavar="X", help="milliseconds per prompt token (with --cost-token-ms)")
+    budget.add_argument("--cost-token-ms", type=float, metavar="Y", help="milliseconds per generated token (with --cost-prefill-ms)")
+    budget.add_argument("--measure-cost", action="store_true", help="open the pilot's model and time a few calls (seconds)")
+    budget.add_argument("--drop-curve", action="store_true", help="plan without the synchronisation curve's extra context sizes")
 
 
 def read_draws(run_dir: Path) -> pl.DataFrame:
@@ -75,14 +88,6 @@ def pilot_estimates(run_dir: Path, args: argparse.Namespace) -> tuple[pl.DataFra
     inputs = EstimationInputs(task, pl.read_parquet(run_dir / "reference.parquet"), draws, selections,
                               seed=args.seed, n_boot=args.n_boot)
     return run_estimators(build_estimators(registries, ctx, args.estimators), inputs, on_error="warn"), draws
-
-
-def pool_contexts(draws: pl.DataFrame) -> dict[str, int]:
-    """Contexts per pool in the pilot (a context is one (n_exemplars, context_id) prompt)."""
-    keys = [c for c in ("n_exemplars", "context_id") if c in draws.columns]
-    if "pool" not in draws.columns or "context_id" not in keys:
-        return {}
-    return {p: n for p, n in draws.group_by("pool").agg(pl.struct(keys).n_unique().alias("n")).iter_rows()}
 
 
 def token_costs(draws: pl.DataFrame) -> tuple[float, float]:
@@ -169,7 +174,8 @@ def _context_lines(rows: list[planning.PlanRow]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the plan."""
+    """Print the plan (and, from a pilot, the design: C x S per pool with its expected time)."""
+    from harness.cli import plan_design
     from harness.stats import planning
 
     require_number(args.width, "--width", low=0.0, low_open=True, example=0.05)
@@ -177,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     require_at_least(args.n_boot, MIN_N_BOOT, "--n-boot", 300)
     if bool(args.pilot) == bool(args.task):
         raise UsageError("give either a pilot RUN_DIR or --task NAME", "e.g. mimic plan results/runs/RUN_ID --width 0.05")
+    plan_design.check_flags(args)
+    report = None
     if args.pilot:
         run_dir = Path(args.pilot)
         if not run_dir.is_dir():
@@ -185,18 +193,30 @@ def run(args: argparse.Namespace) -> int:
         if args.estimators:
             estimates = estimates.filter(pl.col("estimator").is_in(args.estimators))
         sizes = {p: n for p, n in draws.group_by("pool").len().iter_rows()} if "pool" in draws.columns else {}
-        inputs, costs = planning.inputs_from_estimates(estimates, sizes, pool_contexts(draws)), token_costs(draws)
+        inputs, costs = planning.inputs_from_estimates(estimates, sizes, plan_design.pool_contexts(draws)), token_costs(draws)
+        report = plan_design.design_report(args, run_dir, estimates, draws)
     else:
         inputs, *costs = from_task(args)
         if args.estimators:
             inputs = [p for p in inputs if p.estimator in args.estimators]
-    rows = planning.plan(inputs, args.width, *costs)
+    budget = args.budget_minutes is not None or args.budget_tokens is not None
     if args.json:
-        print(json.dumps({"width": args.width, "prompt_tokens": costs[0], "completion_tokens": costs[1],
-                          "rows": planning.as_dicts(rows)}, indent=2))
+        out = {"design": report} if budget else {"width": args.width, "prompt_tokens": costs[0], "completion_tokens": costs[1],
+                                                 "rows": planning.as_dicts(planning.plan(inputs, args.width, *costs)), "design": report}
+        print(json.dumps(out, indent=2, default=_json_default))
+    elif budget:
+        print(plan_design.render_report(report, args.width))
     else:
-        print(render(rows, args.width, tuple(costs)))
+        print(render(planning.plan(inputs, args.width, *costs), args.width, tuple(costs)))
+        if report is not None:
+            print("\n" + plan_design.render_report(report, args.width))
     return 0
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    raise TypeError(f"not JSON: {type(v).__name__}")
 
 
 COMMAND = Command("plan", "Plan samples per condition (C x S) for a target interval width, from a pilot run or a task.",

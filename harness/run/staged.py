@@ -150,15 +150,17 @@ def expected_width(p: Any, contexts: int, samples: int) -> float:
     return 2 * Z95 * math.sqrt(var)
 
 
-def headline_inputs(estimates: pl.DataFrame, pool_sizes: dict[str, int], pilot_contexts: int) -> tuple[pl.DataFrame, list]:
-    """The pilot's headline rows and the planner's inputs for them (variance split, design effect, yield)."""
+def headline_inputs(estimates: pl.DataFrame, pool_sizes: dict[str, int], pilot_contexts: int,
+                    variance: str = "interval") -> tuple[pl.DataFrame, list]:
+    """The pilot's headline rows and the planner's inputs for them (variance split, design effect, yield; ``variance``:
+    where the planner reads each row's variance, :func:`harness.stats.planning.inputs_from_estimates`)."""
     from harness.stats import planning
 
     rows = headline(estimates)
     if rows.height == 0:
         raise DataError("the pilot has no headline estimates (control_success of a prompt pool, latent_shift)",
                         "run the control_success and latent_shift estimators (drop --estimator), or use `mimic plan`")
-    return rows, planning.inputs_from_estimates(rows, pool_sizes, {pool: pilot_contexts for pool in pool_sizes})
+    return rows, planning.inputs_from_estimates(rows, pool_sizes, {pool: pilot_contexts for pool in pool_sizes}, variance)
 
 
 def plan_main_stage(rows: pl.DataFrame, inputs: Sequence[Any], pilot_contexts: int, samples: int, width: float) -> Decision:

@@ -139,7 +139,7 @@ def pool_of(condition: str) -> str:
 
 
 def inputs_from_estimates(estimates: pl.DataFrame, pool_sizes: Mapping[str, int],
-                          pool_contexts: Mapping[str, int] | None = None) -> list[PlanInput]:
+                          pool_contexts: Mapping[str, int] | None = None, variance: str = "interval") -> list[PlanInput]:
     """Plan inputs from a pilot's estimates table (half-widths, n, design effects, variance split in notes).
 
     The mimic side's share of the variance is sd_mimic^2 / (sd_mimic^2 + sd_reference^2) where
@@ -147,7 +147,16 @@ def inputs_from_estimates(estimates: pl.DataFrame, pool_sizes: Mapping[str, int]
     the variance is taken to be the mimic side's. A row withheld for too few contexts
     (``too_few_contexts``) becomes an input with ``withheld`` set: it has no width to scale.
     ``pool_contexts`` (pilot contexts per pool) lets such a row say how many pool contexts it takes.
+
+    ``variance``: ``"interval"`` reads the variance off the interval, ``((upper - lower) / 2 / z)^2``, so a
+    small pilot's small-sample widening (t(C-1) quantiles, exact and percentile intervals on few contexts)
+    counts as variance and the plan asks for more than the width needs (``mimic run --target-width``
+    overshoots with a 4-context pilot). ``"standard-error"`` uses the estimator's own standard errors
+    where it reports them (``sd_mimic``, ``sd_reference``; the mimic side's times C / (C - 1), the cluster
+    bootstrap's shrinkage on C contexts), and the interval elsewhere.
     """
+    if variance not in ("interval", "standard-error"):
+        raise ValueError(f"variance must be 'interval' or 'standard-error', got {variance!r}")
     out = []
     for r in estimates.iter_rows(named=True):
         note = json.loads(r["note"]) if isinstance(r["note"], str) and r["note"] else {}
@@ -173,6 +182,10 @@ def inputs_from_estimates(estimates: pl.DataFrame, pool_sizes: Mapping[str, int]
         share = sd_m**2 / (sd_m**2 + sd_r**2) if sd_m is not None and sd_r is not None and (sd_m or sd_r) else 1.0
         var = (h / Z95) ** 2
         contexts = int(note.get("contexts") or n)
+        if variance == "standard-error" and sd_m is not None and sd_r is not None and (sd_m or sd_r):
+            inflate = contexts / (contexts - 1) if contexts > 1 else 1.0
+            var = sd_m**2 * inflate + sd_r**2
+            share = sd_m**2 * inflate / var if var > 0 else 1.0
         per_context = n / max(contexts, 1)
         icc = (deff - 1) / (per_context - 1) if per_context > 1 else 0.0
         out.append(PlanInput(r["estimator"], r["condition"], r["feature"], sigma2=share * var * n / max(deff, 1e-9),
