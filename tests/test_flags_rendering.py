@@ -45,6 +45,9 @@ def test_a_number_without_interval_says_so_and_why_and_flags_follow_it():
     assert fmt_estimate(1.0, 1.0, 1.0, {}, "by-construction") == "1.000 [1.000, 1.000] · flags: by construction"
     assert fmt_estimate(0.12, 0.05, 0.2, {}) == fmt_interval(0.12, 0.05, 0.2) == "0.12 [0.05, 0.20]"
     assert fmt_interval(None, None, None, "b undefined") == "n/a (b undefined)"
+    # an interval that excludes 0 never prints an end as 0
+    assert fmt_interval(-0.24, -0.48, -0.0004) == "-0.2400 [-0.4800, -0.0004]"
+    assert fmt_interval(-0.24, -0.48, 0.0) == "-0.24 [-0.48, 0.00]"
     # a document entry may carry flags and the reason itself (a ranked model's score does)
     assert fmt_row({"point": 0.4, "lower": None, "upper": None, "flags": ["insufficient_data"], "no_interval": "draws not saved"}) == \
         "0.400, no interval (draws not saved) · flags: insufficient data"

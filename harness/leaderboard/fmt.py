@@ -77,6 +77,9 @@ def fmt_interval(point: Any, lower: Any, upper: Any, reason: str | None = None) 
         return "n/a" + (f" ({reason})" if reason else "")
     if not has_interval(lower, upper):
         return f"{fmt_number(point, d)}, {NO_INTERVAL}" + (f" ({reason})" if reason else "")
+    # An interval that excludes 0 must not read as touching it: [-0.48, -0.0004] is not [-0.48, 0.00].
+    while (lower > 0 or upper < 0) and d < 6 and float(fmt_number(lower if lower > 0 else upper, d)) == 0:
+        d += 1
     return f"{fmt_number(point, d)} [{fmt_number(lower, d)}, {fmt_number(upper, d)}]"
 
 

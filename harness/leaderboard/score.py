@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from harness.leaderboard import jointboot as jb
@@ -58,6 +59,7 @@ SCORE_DEFINITION = (
     "contexts or without saved draws. Models share a rank unless their paired score difference is decided (its interval excludes 0)."
 )
 _NO_DRAWS = "the runs' draws or reference table were not saved, so the score cannot be resampled"
+_NO_COMMON_CELL = "no score cell was measured on both sides"
 _NOT_REBUILT = "the saved draws cannot rebuild the score's cells (proxy or latent columns missing), so the score cannot be resampled"
 
 
@@ -151,6 +153,7 @@ class SideScore:
     spread: jb.Spread | None  # None: measured on no cell
     measured: tuple[tuple[str, str], ...]
     replicates: jb.Replicates | None  # None: not resampled (no saved draws)
+    cell_replicates: Mapping[tuple[str, str], jb.Replicates] = field(default_factory=dict)  # per measured cell
 
     @property
     def interval(self) -> Interval | None:
@@ -195,6 +198,7 @@ def score_sides(sides: Mapping[str, SideData], task: Mapping[str, Any] | None, d
     out = {}
     for name in scored:
         replicates, cells = boot.score(name, shared) if name in resampled else (None, [])
+        per_cell = {c: boot.cell(name, *c) for c in cells} if replicates is not None else {}
         if replicates is not None:
             spread = jb.few_cluster_interval(replicates.point, replicates.replicates, replicates.n_contexts, 0.0, 1.0)
         else:  # not resampled: the estimates' plug-in points, and no interval
@@ -202,17 +206,34 @@ def score_sides(sides: Mapping[str, SideData], task: Mapping[str, Any] | None, d
             value = sum(jb.cell_value(points[name][c]) for c in cells) / len(cells) if cells else None
             why = _NOT_REBUILT if name in pooled else _NO_DRAWS
             spread = jb.Spread(float(value), None, None, 0, (INSUFFICIENT_DATA,), why) if cells else None
-        out[name] = SideScore(spread, tuple(cells), replicates)
+        out[name] = SideScore(spread, tuple(cells), replicates, per_cell)
     return shared, out, boot, notes
 
 
 def paired_difference(a: SideScore, b: SideScore) -> jb.Spread | None:
-    """a - b: from the shared replicates when both were resampled, else a point without interval."""
+    """a - b: from the shared replicates when both were resampled, else a point without interval.
+
+    Over the cells BOTH sides were measured on: a side's score averages only its own measured cells,
+    and a difference between averages over different cells would compare different things.
+    """
     if a.spread is None or b.spread is None:
         return None
-    if a.replicates is not None and b.replicates is not None:
+    if a.replicates is None or b.replicates is None:
+        return jb.Spread(a.spread.point - b.spread.point, None, None, 0, (INSUFFICIENT_DATA,), _NO_DRAWS)
+    if a.measured == b.measured:
         return jb.difference(a.replicates, b.replicates)
-    return jb.Spread(a.spread.point - b.spread.point, None, None, 0, (INSUFFICIENT_DATA,), _NO_DRAWS)
+    common = [c for c in a.measured if c in b.measured]
+    if not common:
+        return jb.Spread(a.spread.point - b.spread.point, None, None, 0, (INSUFFICIENT_DATA,), _NO_COMMON_CELL)
+    return jb.difference(_over(a, common), _over(b, common))
+
+
+def _over(side: SideScore, cells: Sequence[tuple[str, str]]) -> jb.Replicates:
+    """The side's score recomputed over some of its measured cells (the same mean as JointBootstrap.score)."""
+    reps = [side.cell_replicates[c] for c in cells]
+    return jb.Replicates(float(np.mean([jb.cell_value(r.point) for r in reps])),
+                         np.mean([jb.cell_value(r.replicates) for r in reps], axis=0),
+                         frozenset().union(*(r.contexts for r in reps)))
 
 
 def decided_better(a: SideScore, b: SideScore) -> bool:
@@ -268,7 +289,8 @@ def _notes(names: Mapping[str, str], scores: Mapping[str, SideScore], shared: li
         missing = [k for k in shared if k not in s.measured]
         if missing and s.measured:
             notes.append(f"{name}: not measured on {len(missing)} of {len(shared)} cell(s) (too few items with the proxy target "
-                         f"or the latent), left out of its score: {', '.join(f'{c}/{f}' for c, f in missing)}")
+                         f"or the latent), left out of its score: {', '.join(f'{c}/{f}' for c, f in missing)}; "
+                         "its paired differences are over the cells both models were measured on")
         if s.spread is None:
             notes.append(f"{name}: measured on none of the {len(shared)} score cell(s); not scored")
         elif not s.has_interval:
