@@ -389,3 +389,25 @@ def test_bad_paths_are_one_line_errors(tmp_path, capsys):
     (broken / "manifest.json").write_text("{not json")
     assert main(["leaderboard", str(broken), "--out", str(tmp_path / "o")]) == 2
     assert "not readable JSON" in capsys.readouterr().err
+
+
+def test_a_paired_score_difference_is_over_the_cells_both_sides_were_measured_on():
+    from harness.leaderboard import jointboot as jb
+
+    rng = np.random.default_rng(0)
+    cells = {("prompt:1", "length"): 0.2, ("filter:1", "length"): 0.6, ("prompt:1", "genre"): 0.9}
+    reps = {c: jb.Replicates(d, d + rng.normal(0, 0.05, 400), frozenset(range(6))) for c, d in cells.items()}
+
+    def side(measured):
+        values = [jb.cell_value(reps[c].point) for c in measured]
+        whole = jb.Replicates(float(np.mean(values)), np.mean([jb.cell_value(reps[c].replicates) for c in measured], axis=0),
+                              frozenset(range(6)))
+        spread = jb.few_cluster_interval(whole.point, whole.replicates, 6, 0.0, 1.0)
+        return score.SideScore(spread, tuple(measured), whole, {c: reps[c] for c in measured})
+
+    every, two = side(list(cells)), side(list(cells)[:2])
+    diff = score.paired_difference(every, two)
+    # the third cell (value 0.1) drags `every`'s own score down, but the difference leaves it out: exactly 0
+    assert every.spread.point < two.spread.point
+    assert diff.point == pytest.approx(0.0) and diff.lower is None  # identical replicates: no variance
+    assert score.paired_difference(side(list(cells)[2:]), two).reason == "no score cell was measured on both sides"
