@@ -239,7 +239,7 @@ def one_run_lines(report: dict[str, Any]) -> list[str]:
     """One `mimic run` takes one C x S for every pool: the best such design, and its command."""
     uniform = report["uniform"]
     if not uniform:
-        return []
+        return ["One `mimic run` takes one C x S for every pool; none fits the budget (raise it)."]
     c, s = uniform[0]["contexts"], uniform[0]["samples"]
     cost = sum(d["cost"] for d in uniform)
     model, task = report.get("model") or "MODEL", report.get("task") or "TASK"

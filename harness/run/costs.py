@@ -13,6 +13,7 @@ A context's prompt counts once (the backend prefills it once for its S samples).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,4 +171,4 @@ def measure_costs(run_dir: Path, manifest: dict[str, Any], draws: pl.DataFrame) 
     calls = asyncio.run(timed_calls())
     a, b, c = fit_costs(calls)
     return Costs(1000 * a, 1000 * b, "measured", call_ms=1000 * c,
-                 note=f"{len(calls)} timed calls, {sum(s for *_, s in calls):.1f} s")
+                 note=f"{len(calls)} timed calls, {sum(s for *_, s in calls):.1f} s, load average {os.getloadavg()[0]:.1f}")
