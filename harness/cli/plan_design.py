@@ -191,8 +191,13 @@ def _value(v: float | None, fmt: str = "±{:.3g}") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
 
 
+def _widest(widths: dict[str, float | None]) -> tuple[str, float | None]:
+    finite = {k: v for k, v in widths.items() if v is not None and math.isfinite(v)}
+    return max(finite.items(), key=lambda kv: kv[1]) if finite else ("-", None)
+
+
 def render_report(report: dict[str, Any], width: float) -> str:
-    """The design as a table (one row per headline estimate) and lines on the one-run design and the curve."""
+    """The design as a table (one row per pool; every row's widths are in --json) and lines on the one-run design and the curve."""
     designs = report["designs"]
     spend = "tokens" if report["unit"] == "tokens" else "minutes"
     if report["budget"] is not None:
@@ -200,20 +205,18 @@ def render_report(report: dict[str, Any], width: float) -> str:
                 f"(its mimic side ±{report['mimic_side_width']:.3g}; the reference part of each row is fixed).")
     else:
         head = f"Cheapest design in which every headline half-width is at most ±{width:g}."
-    costs = report["costs"]
-    lines = [head, describe_costs(costs, report), "", f"| pool | C | S | estimate | half-width now | expected half-width | draws | {spend} |",
+    shown = report.get("known_costs") or spend == "tokens"
+    lines = [head, describe_costs(report["costs"], report), "",
+             f"| pool | C | S | headline rows | widest half-width now | widest expected half-width | draws | {spend} |",
              "|---|---|---|---|---|---|---|---|"]
     for d in designs:
-        first = True
-        for name, w in sorted(d["half_widths"].items()) or [("-", None)]:
-            pool_cells = [d["pool"], str(d["contexts"]), str(d["samples"])] if first else ["", "", ""]
-            tail = [f"{d['draws']:,}", describe_cost(d["cost"], report).split(" ")[0] if report.get("known_costs") or spend == "tokens" else "-"] if first else ["", ""]
-            lines.append("| " + " | ".join([*pool_cells, name, _value(report["pilot_half_widths"].get(name)), _value(w), *tail]) + " |")
-            first = False
-    total = sum(d["cost"] for d in designs)
-    widest = headline_width(rebuild(designs))
-    lines.append(f"| total | | | widest | | {_value(widest)} | {sum(d['draws'] for d in designs):,} | "
-                 f"{describe_cost(total, report).split(' ')[0] if report.get('known_costs') or spend == 'tokens' else '-'} |")
+        name, expected = _widest(d["half_widths"])
+        _, now = _widest({k: report["pilot_half_widths"].get(k) for k in d["half_widths"]})
+        cost = describe_cost(d["cost"], report).split(" ")[0] if shown else "-"
+        lines.append(f"| {d['pool']} | {d['contexts']} | {d['samples']} | {len(d['half_widths'])} | {_value(now)} | "
+                     f"{_value(expected)} ({name}) | {d['draws']:,} | {cost} |")
+    total = describe_cost(sum(d["cost"] for d in designs), report).split(" ")[0] if shown else "-"
+    lines.append(f"| total | | | | | {_value(headline_width(rebuild(designs)))} | {sum(d['draws'] for d in designs):,} | {total} |")
     lines += [""] + one_run_lines(report) + curve_lines(report) + caveat_lines(report)
     return "\n".join(lines)
 
