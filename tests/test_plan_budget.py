@@ -80,7 +80,7 @@ def test_the_width_mode_prints_the_cheapest_design_and_its_time(pilot, capsys):
     out = capsys.readouterr().out
     assert "Cheapest design in which every headline half-width is at most ±0.3." in out
     assert "| pool | C | S | headline rows | widest half-width now | widest expected half-width | draws | minutes |" in out
-    assert "mimic run -m books -t plan-books --contexts" in out
+    assert "mimic run -m books --model-config FILE -t plan-books --contexts" in out
     design = plan_json(pilot, "--width", "0.3", *GIVEN, capsys=capsys)
     reachable = [v for d in design["designs"] for k, v in d["half_widths"].items() if v is not None and k not in design["unreachable"]]
     assert reachable and all(v <= 0.3 + 1e-9 for v in reachable)

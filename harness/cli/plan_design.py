@@ -246,6 +246,8 @@ def one_run_lines(report: dict[str, Any]) -> list[str]:
     c, s = uniform[0]["contexts"], uniform[0]["samples"]
     cost = sum(d["cost"] for d in uniform)
     model, task = report.get("model") or "MODEL", report.get("task") or "TASK"
+    if report.get("model") and ":" not in model:
+        model += " --model-config FILE"  # a name from the pilot's model config file
     return [f"One `mimic run` takes one C x S for every pool; the best such design: {c} contexts x {s} samples, widest "
             f"half-width {_value(headline_width(rebuild(uniform)))}, {describe_cost(cost, report)}:",
             f"    mimic run -m {model} -t {task} --contexts {c} --samples-per-context {s}"]
