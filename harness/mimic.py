@@ -27,6 +27,10 @@ class Capability(StrEnum):
     # vLLM's continue_final_message): the answer extends that message's text instead of starting a
     # new turn. The harness then puts the pool's item prefix there (harness.chat.renderings).
     ASSISTANT_PREFILL = "assistant_prefill"
+    # Computes in this process on this machine (llama.cpp, a local torch model): a call waits only for
+    # compute, never for a network, so the run's per-request timeout does not apply. A loaded machine
+    # makes such calls slow, not failed; timing them out would only re-queue the same work.
+    LOCAL_COMPUTE = "local_compute"
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,33 @@ def test_measuring_calls_are_cached_counted_and_budgeted(tmp_path):
     with pytest.raises(BudgetExceeded, match="token budget reached"):
         asyncio.run(go(Budget(max_tokens=10), Usage(prompt_tokens=10)))
     assert mimic.requests == 4
+
+
+def test_a_local_compute_backend_is_never_timed_out():
+    """An in-process backend's call waits only for compute: --request-timeout (for networks) does not apply."""
+    import asyncio
+
+    from harness.mimic import Capability, Completion
+    from harness.run.budget import Usage
+    from harness.run.calls import ModelCalls
+    from harness.errors import TransientBackendError
+    from harness.run.config import CallLimits
+
+    class Slow:
+        model_id = "slow"
+        context_window = 1000
+
+        def __init__(self, capabilities):
+            self.capabilities = frozenset(capabilities)
+
+        async def generate(self, requests):
+            await asyncio.sleep(0.3)
+            return [Completion(text="x", finish_reason="stop") for _ in requests]
+
+    limits = CallLimits(1, 0.05, 1, 0.01)
+    local = ModelCalls(Slow({Capability.COMPLETION, Capability.LOCAL_COMPUTE}), "slow", limits, None, Usage())
+    remote = ModelCalls(Slow({Capability.COMPLETION}), "slow", limits, None, Usage())
+    assert local.policy.timeout is None and remote.policy.timeout == 0.05
+    assert [c.text for c in asyncio.run(local.call(["r"]))] == ["x"]
+    with pytest.raises(TransientBackendError, match="timed out"):
+        asyncio.run(remote.call(["r"]))

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--exemplars", type=int, metavar="K", help="exemplars per context")
     calls = parser.add_argument_group("calls")
     calls.add_argument("--concurrency", type=int, default=16, help="most model calls in flight (default 16)")
-    calls.add_argument("--request-timeout", type=float, default=120.0, metavar="SECONDS", help="per request (default 120)")
+    calls.add_argument("--request-timeout", type=float, default=120.0, metavar="SECONDS", help="per request (default 120); backends that compute in process (Capability.LOCAL_COMPUTE: gguf) are never timed out")
     calls.add_argument("--max-attempts", type=int, default=8, help="tries per request for transient errors (default 8)")
     calls.add_argument("--retry-wait", type=float, default=0.5, metavar="SECONDS",
                        help="first backoff after a transient error; doubles each retry (default 0.5)")

@@ -11,6 +11,7 @@ budget sees them all, and the "model calls" line counts them all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 
 from harness.cache import DrawCache, loglikelihood_key
@@ -39,6 +40,8 @@ class ModelCalls:
         self.mimic = mimic
         self.model_id = model_id
         self.policy = limits.policy()
+        if Capability.LOCAL_COMPUTE in getattr(mimic, "capabilities", ()):
+            self.policy = dataclasses.replace(self.policy, timeout=None)  # a local call waits for compute only
         self.concurrency = effective_concurrency(mimic, limits.concurrency)
         self.limiter = AdaptiveLimiter(self.concurrency)
         self.stats = CallStats()

@@ -105,7 +105,8 @@ class GGUFMimic:
         self._queue_lock = threading.Lock()
         self._waiting: list[_Call] = []
         self._serving = False
-        caps = {Capability.COMPLETION, Capability.SEEDED, Capability.SHARED_PREFIX, Capability.LOGPROBS, Capability.LOGLIKELIHOOD}
+        caps = {Capability.COMPLETION, Capability.SEEDED, Capability.SHARED_PREFIX, Capability.LOGPROBS, Capability.LOGLIKELIHOOD,
+                Capability.LOCAL_COMPUTE}
         if self._formatter is not None:
             # The template renders a conversation, and a trailing assistant message is continued
             # (render_chat), so the harness may prefill the item's prefix there.
