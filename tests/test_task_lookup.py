@@ -88,5 +88,5 @@ def test_mimic_tasks_json(empty_dir, capsys):
     assert main(["tasks", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["name"] for row in rows] == list(BUILTIN)
-    assert {row["origin"] for row in rows} == {"built-in"} and all(row["version"] == 1 for row in rows)
+    assert {row["origin"] for row in rows} == {"built-in"} and all(row["version"] == load_task(row["name"]).version for row in rows)
     assert all(row["description"] and row["error"] is None for row in rows)
