@@ -9,7 +9,7 @@ ratio is taken over the summed generate-phase times. Printed per run: draws, gen
 draws/s, prompt tokens the model decoded, the load average; at the end the ratio and ``uptime``.
 
 Usage: .venv/bin/python benchmarks/prefix_sharing.py [--task bookworld] [--contexts 2] [--samples 8]
-       [--threads 2] [--rounds 2]
+       [--threads 2] [--rounds 2] [--timeout 3600]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def one_run(mimic, spec: str, args: argparse.Namespace, out: Path) -> dict:
     """One runner run on ``mimic``: its draws, generate-phase seconds and prompt tokens decoded."""
     config = RunConfig(model=parse_model_spec(spec), task=args.task, out_dir=out, contexts=args.contexts,
                        samples_per_context=args.samples, use_cache=False, estimators=(), progress="off",
-                       summary_to="off")
+                       summary_to="off", request_timeout=args.timeout)
     before = mimic.prompt_tokens_decoded
     result = run(config, build_registries(), mimic)
     if result.status != "complete":
@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=3600.0,
+                    help="seconds a generate call may take (a loaded machine makes queued calls wait long)")
     args = ap.parse_args()
 
     specs = {arm: f"gguf:default?{option}&n_threads={args.threads}" for arm, option in ARMS.items()}

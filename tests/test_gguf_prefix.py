@@ -139,3 +139,21 @@ def test_seeds_still_target_their_draws(sharing):
         check_completions(out, requests)
         assert len({c.text for c in out}) >= 4
         assert all(c.prompt_tokens == first[0].prompt_tokens for c in out)
+
+
+def test_a_cancelled_call_stops_sampling(sharing, monkeypatch):
+    # A runner's request timeout cancels the call: its requests must free their slots at the next
+    # step instead of running to their token limit in front of everyone else's.
+    rows = []
+    decode = sharing.model.decode
+    monkeypatch.setattr(sharing.model, "decode", lambda entries: (rows.append(len(entries)), decode(entries))[1])
+    long = [GenerationRequest(prompt=CONTEXT + "Rating:", max_tokens=300, seed=s) for s in range(8)]
+
+    async def cancel_then_ask():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sharing.generate(long), 0.3)
+        return await sharing.generate(pool_requests(POOLS[2], samples=2, max_tokens=3))
+
+    out = run(cancel_then_ask())
+    check_completions(out, pool_requests(POOLS[2], samples=2, max_tokens=3))
+    assert sum(rows) < 8 * 300 // 2, sum(rows)

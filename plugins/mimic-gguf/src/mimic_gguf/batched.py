@@ -136,6 +136,10 @@ class Feed:
     def finished(self, index: int, completion: Completion) -> None:
         """Request ``index`` (counted over the batch's requests, taken ones after the first) is done."""
 
+    def abandoned(self, index: int) -> bool:
+        """True once nobody waits for request ``index`` (its caller timed out or was cancelled)."""
+        return False
+
 
 class BatchedSampler:
     """Samples completions for many requests on one :class:`LoadedModel`."""
@@ -205,6 +209,7 @@ class BatchedSampler:
             while True:
                 self._take_more(state.queue, requests, prompts)
                 self._admit(state, requests)
+                self._drop_abandoned(state)
                 if not state.live:
                     if state.queue:
                         continue
@@ -228,6 +233,20 @@ class BatchedSampler:
                     C.llama_sampler_free(seq.sampler)
                     seq.sampler = None
         return state.done
+
+    def _drop_abandoned(self, state: _State) -> None:
+        """Stop sampling for requests nobody waits for any more, so they free their slots and cells."""
+        for seq in [seq for seq in state.live if self.feed.abandoned(seq.index)]:
+            state.live.remove(seq)
+            seq.finish = "length"
+            self._retire(seq, state)
+        for group in state.queue:
+            kept = deque(i for i in group.pending if not self.feed.abandoned(i))
+            if len(kept) < len(group.pending):
+                group.pending = kept
+                if not kept and group.live == 0 and group.entry is not None:
+                    self.cache.unpin(group.entry)
+        state.queue = deque(group for group in state.queue if group.pending)
 
     def _retire(self, seq: _Sequence, state: _State) -> None:
         """Free a finished sequence's slot, cells and sampler, and report its completion."""

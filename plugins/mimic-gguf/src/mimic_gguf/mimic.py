@@ -90,6 +90,10 @@ class _CallFeed(Feed):
         call, position = self.index[index]
         call.finished(position, completion)
 
+    def abandoned(self, index: int) -> bool:
+        """True once the request's caller stopped waiting (a timeout cancelled its call)."""
+        return self.index[index][0].future_done()
+
 
 class GGUFMimic:
     """A GGUF model sampled in process with shared prefill, per-request seeds and exact logprobs."""
