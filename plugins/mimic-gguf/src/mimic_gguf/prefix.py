@@ -8,8 +8,8 @@ RadixAttention: an entry owns only the cells it added (positions ``[p, n)``), so
 are the sum of the entries' own cells, and freeing a leaf frees exactly its own cells.
 
 An entry is *pinned* while a group of requests samples from it or a child entry copied from it;
-only unpinned entries are evicted, least recently used first, when a prompt needs their cells or
-their sequence ids.
+only unpinned (idle) entries are evicted, least recently used first, when a prompt needs their cells
+or their sequence ids, or when idle entries hold more than an eighth of the context.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ class PrefixCache:
         self.free_seqs = [first_seq + 2 * k for k in range(n_entries - 1, -1, -1)]
         self.entries: list[PrefixEntry] = []
         self.cells = 0  # cells the entries hold
+        # Idle entries (no group samples from them) kept at most this many cells: every decode step
+        # attends over all occupied cells (masked per sequence), so idle prompts slow every step.
+        # A run sends the pools of one context together, so a few prompts cover the reuse.
+        self.idle_budget = model.n_ctx // 8
         self.clock = 0
         self.epoch = model.clears
 
@@ -95,6 +99,9 @@ class PrefixCache:
         entry.pins -= 1
         if not self.share and entry.pins == 0:
             self._evict(entry)
+        elif entry.pins == 0:
+            while sum(e.own for e in self.entries if e.pins == 0) > self.idle_budget and self._evict_one():
+                pass
 
     def can_add(self) -> bool:
         """True if :meth:`add` has a sequence id for a new entry (free, or an unpinned entry's)."""
