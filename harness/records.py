@@ -211,9 +211,12 @@ class Manifest:
     cpu_seconds: dict[str, float] | None = None  # CPU seconds per phase, once the run ended
     executor: dict[str, Any] | None = None  # --executor ray: address, workers, shards, resubmitted (absent: local)
     estimation: dict[str, Any] | None = None  # estimators (in order) and n_boot, once estimates are written
+    # Sampling over all invocations that called the model: wall seconds of their generate and field
+    # probability phases, their model calls, and the machine of the last one (harness.machine).
+    sampling: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this harness does not know, kept as read
 
-    _OPTIONAL = ("calls", "cpu_seconds", "executor", "estimation")  # written only once known
+    _OPTIONAL = ("calls", "cpu_seconds", "executor", "estimation", "sampling")  # written only once known
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:

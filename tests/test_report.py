@@ -166,3 +166,18 @@ def test_report_reads_the_published_runs_as_they_are():
     for heading in ("How this board was made", "Synchronisation score", "Control success", "Forcing set", "Goodhart-proneness",
                     "Synchronisation curves", "In short"):
         assert f"## {heading}" in stdout
+
+
+def test_the_report_states_the_sampling_time_and_the_machine(tmp_path):
+    from harness.records import read_manifest, write_manifest
+
+    machine = {"cpu": "AMD EPYC 7B13", "cores": 2, "system": "Linux x86_64", "python": "3.11.7", "load_average": [1.4, 1.2, 1.0]}
+    for i, model in enumerate(("a", "b")):
+        run_dir = write_run(tmp_path, model=model, shift=0.1 * (i + 1), name=model.upper())
+        manifest = read_manifest(run_dir)
+        manifest.sampling = {"seconds": 60.0 * (i + 1), "model_calls": 10, "invocations": 1, "machine": machine}
+        write_manifest(run_dir, manifest)
+    code, _, _ = _cli("report", str(tmp_path), "--out", str(tmp_path / "README.md"))
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert code == 0 and "2 of 2 run(s) recorded it): 180 s = 3.0 min in all" in text
+    assert "- Machine(s): AMD EPYC 7B13, 2 usable core(s), Linux x86_64, load average 1.4 (1 min) when its last run ended." in text

@@ -155,6 +155,17 @@ def test_rerun_with_shared_cache_makes_zero_model_calls(tmp_path, task_file, boo
     assert len(third_mimic.batch_sizes) == 6
 
 
+def test_manifest_sums_sampling_time_over_invocations_that_called_the_model(tmp_path, task_file, book_registries):
+    from harness.records import read_manifest
+
+    first = run(config(task_file, tmp_path / "a", cache_dir=tmp_path / "cache"), book_registries, BooksMimic())
+    sampling = read_manifest(first.run_dir).sampling
+    assert sampling["model_calls"] == first.model_calls > 0 and sampling["invocations"] == 1 and sampling["seconds"] >= 0
+    assert sampling["machine"]["cores"] >= 1 and sampling["machine"]["cpu"]
+    again = run(config(task_file, tmp_path / "a", cache_dir=tmp_path / "cache"), book_registries, BooksMimic())
+    assert again.model_calls == 0 and read_manifest(first.run_dir).sampling == sampling  # nothing sampled: unchanged
+
+
 def test_no_cache_neither_reads_nor_writes(tmp_path, task_file, book_registries):
     run(config(task_file, tmp_path / "a", use_cache=False), book_registries, BooksMimic())
     assert not (tmp_path / "a" / "cache").exists()

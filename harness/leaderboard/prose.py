@@ -87,6 +87,25 @@ def _seconds(manifest: Manifest) -> float | None:
     return float(sum(phases)) if phases else None
 
 
+def _sampling_lines(manifests: Sequence[Manifest]) -> list[str]:
+    """The sampling time over every invocation that called a model, and the machines it ran on."""
+    sampled = [m for m in manifests if isinstance(m.sampling, dict) and isinstance(m.sampling.get("seconds"), (int, float))]
+    if not sampled:
+        return []
+    seconds = sum(float(m.sampling["seconds"]) for m in sampled)
+    machines = sorted({_machine_text(m.sampling.get("machine") or {}) for m in sampled})
+    per_run = ", ".join(f"{_code(str(m.run_id))} {float(m.sampling['seconds']):.1f} s" for m in sorted(sampled, key=lambda m: str(m.run_id)))
+    return [f"- Sampling wall time (model calls, over every invocation that made them; {len(sampled)} of {len(manifests)} run(s) "
+            f"recorded it): {seconds:.0f} s = {seconds / 60:.1f} min in all ({per_run}).",
+            "- Machine(s): " + "; ".join(machines) + "."]
+
+
+def _machine_text(machine: Mapping[str, Any]) -> str:
+    load = machine.get("load_average")
+    text = f"{md_escape(machine.get('cpu') or 'unknown CPU')}, {machine.get('cores', '?')} usable core(s), {md_escape(machine.get('system') or '')}"
+    return text + (f", load average {load[0]:.1f} (1 min) when its last run ended" if isinstance(load, list) and load else "")
+
+
 def _plan_line(task: str, manifests: Sequence[Manifest]) -> str:
     plans = {(p.get("contexts"), p.get("samples_per_context"), p.get("n_exemplars"), tuple(p.get("pools") or []),
               tuple(p.get("context_sizes") or [])) for p in (m.plan or {} for m in manifests)}
@@ -137,6 +156,7 @@ def made(doc: Mapping[str, Any], manifests: Sequence[Manifest]) -> list[str]:
         per_run = ", ".join(f"{_code(k)} {v:.1f} s" for k, v in sorted(known.items()))
         lines.append(f"- Wall time of each run's last invocation (the manifests' phase timings; an invocation that found its draws "
                      f"already made only re-estimates): {sum(known.values()):.1f} s in all ({per_run}).")
+    lines += _sampling_lines(manifests)
     statuses = Counter(str(r.get("status")) for r in runs)
     if set(statuses) != {"complete"}:
         lines.append("- Run status: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ".")

@@ -194,6 +194,7 @@ def _finish(session: RunSession, outcome: GenerationOutcome, calls: ModelCalls, 
     session.clock.wall["total"] = time.monotonic() - started
     counts = session.counts(planned)
     session.conclude(outcome.status, counts=counts, usage=usage, calls=asdict(calls.stats) | {"limiter_cuts": calls.limiter.cuts})
+    session.record_sampling(calls.stats.calls)
     timings = dict(session.clock.wall)
     if estimates is not None:
         session.store.write_text("summary.md", summary_markdown(session.manifest, estimates))

@@ -18,6 +18,7 @@ from harness import __version__
 from harness.cache import DrawCache
 from harness.errors import HarnessError, UsageError
 from harness.events import RunStarted
+from harness.machine import machine_info
 from harness.progress import Progress
 from harness.records import Manifest, ManifestModel
 from harness.registry import Registries
@@ -103,7 +104,7 @@ class RunSession:
             seed=self.seed, overrides={k: v for k, v in plan.overrides().items() if v is not None}, plan=plan_summary,
             counts=previous.counts or {"planned": plan_summary["draws"], "done": 0, "cached": 0},
             usage=previous.usage or Usage().to_dict(), draws_schema=schema_to_json(draws_schema),
-            created=previous.created or now(),
+            created=previous.created or now(), sampling=previous.sampling,
         )
         self.store.write_manifest(self.manifest)
 
@@ -149,6 +150,16 @@ class RunSession:
         self.manifest.finished = now()
         self.manifest.timings = {k: round(v, 4) for k, v in self.clock.wall.items()}
         self.manifest.cpu_seconds = {k: round(v, 4) for k, v in self.clock.cpu.items()}
+
+    def record_sampling(self, model_calls: int) -> None:
+        """Add this invocation's sampling time to the manifest's running total, when it called the model."""
+        if model_calls <= 0:
+            return
+        before = self.manifest.sampling or {}
+        seconds = sum(self.clock.wall.get(phase, 0.0) for phase in ("generate", "field_probs"))
+        self.manifest.sampling = {"seconds": round(float(before.get("seconds", 0.0)) + seconds, 3),
+                                  "model_calls": int(before.get("model_calls", 0)) + model_calls,
+                                  "invocations": int(before.get("invocations", 0)) + 1, "machine": machine_info()}
 
     def save(self) -> None:
         """Write the concluded manifest: the last file of an invocation, so "complete" means every file is in."""
