@@ -132,7 +132,7 @@ async def probe(mimic: Mimic, texts: Sequence[str], shape: ProbeShape) -> list[t
     for i, scale in enumerate(PREFILL_SCALES):
         (prompt,) = probe_prompts(texts, int(chars * scale), 1, f"{salt}p{i}")
         calls.append(await _timed(mimic, [request(prompt, 1, i)]))
-    decode = max(32, int(2 * shape.completion_tokens))
+    decode = max(16, int(shape.completion_tokens))  # about a draw's length: enough tokens to time, few enough to stay quick
     for i in range(DECODE_CALLS):
         (prompt,) = probe_prompts(texts, max(64, chars // 8), 1, f"{salt}d{i}")
         calls.append(await _timed(mimic, [request(prompt, decode, 100 * i + k) for k in range(max(shape.samples, 1))]))
