@@ -178,3 +178,9 @@ class _Broken:
 def test_compute_features_rejects_a_wrong_length_result():
     with pytest.raises(PluginError, match="returned 1 values for 2 texts"):
         compute_features({"broken": _Broken()}, pl.Series(["a", "b"]))
+
+
+def test_python_measures_keep_the_compilers_warnings_about_an_item_quiet(recwarn):
+    F.analyse_python.cache_clear()
+    assert extract(F.python_ast({"measure": "compiles"}), ["def f():\n    return [1, 2] [0]\n", "x = [1](2)\n"]) == [1.0, 1.0]
+    assert not [w for w in recwarn.list if issubclass(w.category, SyntaxWarning)]
