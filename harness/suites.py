@@ -8,7 +8,7 @@ A suite file (``tasks/suites/<name>.yaml``)::
     tasks:                                   # task names or paths, or {task:, plan:} with that task's design
       - bookworld
       - {task: python-functions, plan: {contexts: 12, samples_per_context: 16}}
-    plan: {samples_per_context: 8}           # optional overrides for every run
+    plan: {samples_per_context: 8}           # optional overrides for every run (context_sizes: [] runs no curve)
 
 A design on the command line wins over a task's suite plan, which wins over the suite-wide plan,
 which wins over the task file's own ``plan``.
@@ -25,7 +25,7 @@ import yaml
 from harness.errors import TaskError
 from harness.paths import builtin_tasks_dir, local_tasks_dir
 
-PLAN_KEYS = {"seed", "samples", "contexts", "samples_per_context", "n_exemplars"}
+PLAN_KEYS = {"seed", "samples", "contexts", "samples_per_context", "n_exemplars", "context_sizes"}
 
 
 def suite_folders() -> tuple[Path, Path]:
@@ -95,9 +95,11 @@ def load_suite(name_or_path: str) -> Suite:
 
 def _plan(value: Any, where: str, path: Path) -> dict[str, int]:
     plan = value or {}
-    if not isinstance(plan, dict) or set(plan) - PLAN_KEYS or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                                      for v in plan.values()):
-        raise TaskError(f"{path}: field `{where}` must map {', '.join(sorted(PLAN_KEYS))} to whole numbers", "fix the plan overrides")
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    if not isinstance(plan, dict) or set(plan) - PLAN_KEYS or not all(
+            (isinstance(v, list) and all(whole(k) for k in v)) if key == "context_sizes" else whole(v) for key, v in plan.items()):
+        raise TaskError(f"{path}: field `{where}` must map {', '.join(sorted(PLAN_KEYS))} to whole numbers "
+                        "(context_sizes: a list of them)", "fix the plan overrides")
     return dict(plan)
 
 

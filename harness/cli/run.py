@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--contexts", type=int, metavar="C", help="contexts per pool")
     plan.add_argument("--samples-per-context", type=int, metavar="S", help="samples per context")
     plan.add_argument("--exemplars", type=int, metavar="K", help="exemplars per context")
+    plan.add_argument("--context-sizes", type=int, nargs="*", metavar="N",
+                      help="the synchronisation curve's context sizes (default: the task's); the flag alone runs no curve")
     calls = parser.add_argument_group("calls")
     calls.add_argument("--concurrency", type=int, default=16, help="most model calls in flight (default 16)")
     calls.add_argument("--request-timeout", type=float, default=120.0, metavar="SECONDS", help="per request (default 120); backends that compute in process (Capability.LOCAL_COMPUTE: gguf) are never timed out")
@@ -80,7 +82,7 @@ def build_configs(args: argparse.Namespace) -> list:
     from harness.run import RunConfig, load_prices
 
     plan = {"seed": args.seed, "samples": args.samples, "contexts": args.contexts,
-            "samples_per_context": args.samples_per_context, "n_exemplars": args.exemplars}
+            "samples_per_context": args.samples_per_context, "n_exemplars": args.exemplars, "context_sizes": args.context_sizes}
     if args.resume:
         specs, tasks, stored = _resume_target(args)
         for key, value in stored.items():

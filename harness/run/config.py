@@ -37,11 +37,13 @@ class RunPlan:
     contexts: int | None = None
     samples_per_context: int | None = None
     n_exemplars: int | None = None
+    context_sizes: tuple[int, ...] | None = None  # the synchronisation curve's sizes; () runs no curve
 
     def overrides(self) -> dict[str, Any]:
         """The plan overrides that make this a different evaluation (run-id material)."""
         return {"samples": self.samples, "contexts": self.contexts, "samples_per_context": self.samples_per_context,
-                "n_exemplars": self.n_exemplars}
+                "n_exemplars": self.n_exemplars,
+                "context_sizes": list(self.context_sizes) if self.context_sizes is not None else None}
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class RunConfig:
     contexts: int | None = None
     samples_per_context: int | None = None
     n_exemplars: int | None = None
+    context_sizes: tuple[int, ...] | list[int] | None = None
     concurrency: int = 16
     use_cache: bool = True
     cache_dir: Path | None = None
@@ -137,6 +140,11 @@ class RunConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}", f"pass --{name.replace('_', '-')} 1 or more")
         if self.n_exemplars is not None and self.n_exemplars < 0:
             raise UsageError(f"--exemplars must be 0 or more, got {self.n_exemplars}", "pass --exemplars 0 or more")
+        if self.context_sizes is not None:
+            if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in self.context_sizes):
+                raise UsageError(f"--context-sizes must be whole numbers of exemplars, got {list(self.context_sizes)}",
+                                 "pass e.g. --context-sizes 0 1 3, or --context-sizes alone for no curve")
+            object.__setattr__(self, "context_sizes", tuple(sorted(set(self.context_sizes))))
         self._check_limits()
         self._check_execution()
         if self.n_boot < 1:  # the estimators' own floor; the command line asks for MIN_N_BOOT (harness.cli.common)
@@ -171,7 +179,8 @@ class RunConfig:
     @property
     def plan(self) -> RunPlan:
         """What the run measures (the run id's material)."""
-        return RunPlan(self.model, self.task, self.seed, self.samples, self.contexts, self.samples_per_context, self.n_exemplars)
+        return RunPlan(self.model, self.task, self.seed, self.samples, self.contexts, self.samples_per_context, self.n_exemplars,
+                       self.context_sizes)
 
     @property
     def limits(self) -> CallLimits:

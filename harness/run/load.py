@@ -5,6 +5,7 @@ Also the world's draw cache wrapper: a world's draws are cached like a model's c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ class Loaded:
 
 
 def load_phase(task: str | Path | TaskSpec, registries: Registries, *, estimators: Sequence[str] | None = None,
-               cache_dir: Path | None = None) -> Loaded:
+               cache_dir: Path | None = None, context_sizes: Sequence[int] | None = None) -> Loaded:
     """Load the task and reference; build features, world and controls; list the pools.
 
     ``estimators`` are checked against the registry here, before any model call: a typo must not
@@ -110,6 +111,8 @@ def load_phase(task: str | Path | TaskSpec, registries: Registries, *, estimator
     """
     check_estimators(registries, estimators)
     task = task if isinstance(task, TaskSpec) else load_task(str(task), registries)
+    if context_sizes is not None:  # the run's own synchronisation curve (manifest.task records it)
+        task = dataclasses.replace(task, context_sizes=tuple(context_sizes))
     ctx = BuildContext(registries=registries, cache_dir=cache_dir)
     return build_loaded(task, load_reference(task, registries, ctx), ctx)
 

@@ -118,7 +118,8 @@ async def run_async(config: RunConfig, registries: Registries, mimic: Mimic | No
     clock = PhaseClock()
     own_mimic = mimic is None
     with clock("load"):
-        loaded = load_phase(config.task, registries, estimators=config.estimators, cache_dir=config.output.cache_location())
+        loaded = load_phase(config.task, registries, estimators=config.estimators, cache_dir=config.output.cache_location(),
+                            context_sizes=config.plan.context_sizes)
     try:
         if own_mimic:
             with clock("load_model"):
