@@ -149,7 +149,8 @@ def design_report(args: argparse.Namespace, run_dir: Path, estimates: pl.DataFra
         found = design_for_budget(inputs, arms, budget, shown)
         if found is None:
             smallest = total_cost(design_for_width(inputs, arms, 1e6, shown))
-            raise UsageError(f"the budget is below the smallest design with intervals ({describe_cost(smallest, report)})",
+            priced = f"; {costs.describe()}" if costs is not None and args.budget_tokens is None else ""
+            raise UsageError(f"the budget is below the smallest design with intervals ({describe_cost(smallest, report)}{priced})",
                              "raise --budget-minutes / --budget-tokens")
         designs, mimic_width = found
         uniform = design_for_budget(inputs, arms, budget, shown, uniform=True)
