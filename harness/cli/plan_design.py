@@ -143,7 +143,8 @@ def design_report(args: argparse.Namespace, run_dir: Path, estimates: pl.DataFra
     budget, unit = budget_and_unit(args, costs)
     report: dict[str, Any] = {"costs": None if costs is None else vars(costs), "unit": "tokens" if args.budget_tokens else "ms",
                               "budget": budget, "arms": [vars(a) for a in arms], "model": model_argument(manifest.get("model") or {}),
-                              "task": manifest.get("task_name"), "pilot_contexts": (manifest.get("plan") or {}).get("contexts")}
+                              "task": manifest.get("task_name"), "pilot_contexts": (manifest.get("plan") or {}).get("contexts"),
+                              "drop_curve": bool(args.drop_curve)}
     shown = unit or UnitCosts(0.0, 0.0)  # no costs: the design still follows from the width, its time is unknown
     if budget is not None:
         found = design_for_budget(inputs, arms, budget, shown)
@@ -251,7 +252,8 @@ def one_run_lines(report: dict[str, Any]) -> list[str]:
         model += " --model-config FILE"  # a name from the pilot's model config file
     return [f"One `mimic run` takes one C x S for every pool; the best such design: {c} contexts x {s} samples, widest "
             f"half-width {_value(headline_width(rebuild(uniform)))}, {describe_cost(cost, report)}:",
-            f"    mimic run -m {model} -t {task} --contexts {c} --samples-per-context {s}"]
+            f"    mimic run -m {model} -t {task} --contexts {c} --samples-per-context {s}"
+            + (" --context-sizes" if report.get("drop_curve") else "")]
 
 
 def curve_lines(report: dict[str, Any]) -> list[str]:
@@ -266,7 +268,7 @@ def curve_lines(report: dict[str, Any]) -> list[str]:
     return [f"The synchronisation curve's extra context sizes ({', '.join(map(str, sizes))} exemplars, pool none) are "
             f"{share:.0%} of this plan ({describe_cost(curve_cost, report)}) and feed only the curve, not the headline rows"
             + (f"; the widest half-width of each curve estimator, pilot -> plan (scaled by contexts alone): {bought}" if bought else "")
-            + ". --drop-curve plans without them (run them with a task whose context_sizes is empty)."]
+            + ". --drop-curve plans without them (then run with `mimic run --context-sizes`, the flag alone: no curve)."]
 
 
 def caveat_lines(report: dict[str, Any]) -> list[str]:
