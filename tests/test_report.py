@@ -180,4 +180,4 @@ def test_the_report_states_the_sampling_time_and_the_machine(tmp_path):
     code, _, _ = _cli("report", str(tmp_path), "--out", str(tmp_path / "README.md"))
     text = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert code == 0 and "2 of 2 run(s) recorded it): 180 s = 3.0 min in all" in text
-    assert "- Machine(s): AMD EPYC 7B13, 2 usable core(s), Linux x86_64, load average 1.4 (1 min) when its last run ended." in text
+    assert "- Machine(s): AMD EPYC 7B13, 2 usable core(s), Linux x86_64; load average (1 min) when each run ended: 1.4." in text

@@ -93,17 +93,19 @@ def _sampling_lines(manifests: Sequence[Manifest]) -> list[str]:
     if not sampled:
         return []
     seconds = sum(float(m.sampling["seconds"]) for m in sampled)
-    machines = sorted({_machine_text(m.sampling.get("machine") or {}) for m in sampled})
+    machines = [m.sampling.get("machine") or {} for m in sampled]
+    kinds = sorted({_machine_text(machine) for machine in machines})
+    loads = sorted(float(x["load_average"][0]) for x in machines if isinstance(x.get("load_average"), list) and x["load_average"])
     per_run = ", ".join(f"{_code(str(m.run_id))} {float(m.sampling['seconds']):.1f} s" for m in sorted(sampled, key=lambda m: str(m.run_id)))
+    load = (f"; load average (1 min) when each run ended: {loads[0]:.1f}" + (f"-{loads[-1]:.1f}" if loads[-1] != loads[0] else "")
+            if loads else "")
     return [f"- Sampling wall time (model calls, over every invocation that made them; {len(sampled)} of {len(manifests)} run(s) "
             f"recorded it): {seconds:.0f} s = {seconds / 60:.1f} min in all ({per_run}).",
-            "- Machine(s): " + "; ".join(machines) + "."]
+            "- Machine(s): " + "; ".join(kinds) + load + "."]
 
 
 def _machine_text(machine: Mapping[str, Any]) -> str:
-    load = machine.get("load_average")
-    text = f"{md_escape(machine.get('cpu') or 'unknown CPU')}, {machine.get('cores', '?')} usable core(s), {md_escape(machine.get('system') or '')}"
-    return text + (f", load average {load[0]:.1f} (1 min) when its last run ended" if isinstance(load, list) and load else "")
+    return f"{md_escape(machine.get('cpu') or 'unknown CPU')}, {machine.get('cores', '?')} usable core(s), {md_escape(machine.get('system') or '')}"
 
 
 def _plan_line(task: str, manifests: Sequence[Manifest]) -> str:
@@ -113,7 +115,8 @@ def _plan_line(task: str, manifests: Sequence[Manifest]) -> str:
     for contexts, samples, k, pools, sizes in sorted(plans, key=str):
         text = f"{contexts} contexts x {samples} samples per pool, {k} exemplars per context"
         text += f", pools {', '.join(_code(p) for p in pools)}" if pools else ""
-        text += f", context sizes {', '.join(str(n) for n in sizes)} for the synchronisation curves" if sizes else ""
+        text += (f", context sizes {', '.join(str(n) for n in sizes)} for the synchronisation curves" if len(sizes) > 1
+                 else ", no synchronisation curve")
         parts.append(text)
     return f"- {md_escape(task)}: " + "; ".join(parts)
 
