@@ -144,7 +144,8 @@ def design_report(args: argparse.Namespace, run_dir: Path, estimates: pl.DataFra
     report: dict[str, Any] = {"costs": None if costs is None else vars(costs), "unit": "tokens" if args.budget_tokens else "ms",
                               "budget": budget, "arms": [vars(a) for a in arms], "model": model_argument(manifest.get("model") or {}),
                               "task": manifest.get("task_name"), "pilot_contexts": (manifest.get("plan") or {}).get("contexts"),
-                              "drop_curve": bool(args.drop_curve)}
+                              # the pilot ran without its task's curve (--context-sizes alone): its one-run command does too
+                              "drop_curve": bool(args.drop_curve) or (manifest.get("overrides") or {}).get("context_sizes") == []}
     shown = unit or UnitCosts(0.0, 0.0)  # no costs: the design still follows from the width, its time is unknown
     if budget is not None:
         found = design_for_budget(inputs, arms, budget, shown)
