@@ -104,7 +104,7 @@ def test_shipped_tasks_load_with_registries(registries):
     for name in ("bookworld", "python-functions", "reviews"):
         spec = load_task(name, registries)
         assert spec.source_path == (builtin_tasks_dir() / f"{name}.yaml").resolve()
-        assert spec.generation.max_tokens <= 96
+        assert spec.generation.max_tokens <= 128  # short items keep the default suite within its 30 minutes
     book = load_task("bookworld", registries)
     assert book.proxy.values == (5, 1) and book.world.k == 8
     assert {"genre", "sentiment", "helping", "length"} == set(book.latents)
