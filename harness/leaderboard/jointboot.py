@@ -128,6 +128,13 @@ def cell_value(d: np.ndarray | float) -> np.ndarray | float:
     return 1.0 - np.minimum(1.0, d)
 
 
+def mean_score(cells: Sequence[Replicates]) -> Replicates:
+    """A score from its cells' plug-in distances: the mean of 1 - min(1, d), replicate by replicate."""
+    return Replicates(float(np.mean([cell_value(r.point) for r in cells])),
+                      np.mean([cell_value(r.replicates) for r in cells], axis=0),
+                      frozenset().union(*(r.contexts for r in cells)))
+
+
 class JointBootstrap:
     """Shared bootstrap weights for several sides (models) of one section, and the replicates they give."""
 
@@ -220,7 +227,4 @@ class JointBootstrap:
         measured = [(c, r) for c in cells if (r := self.cell(side, *c)) is not None]
         if not measured:
             return None, []
-        point = float(np.mean([cell_value(r.point) for _, r in measured]))
-        reps = np.mean([cell_value(r.replicates) for _, r in measured], axis=0)
-        contexts = frozenset().union(*(r.contexts for _, r in measured))
-        return Replicates(point, reps, contexts), [c for c, _ in measured]
+        return mean_score([r for _, r in measured]), [c for c, _ in measured]

@@ -36,7 +36,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from harness.leaderboard import jointboot as jb
@@ -225,15 +224,8 @@ def paired_difference(a: SideScore, b: SideScore) -> jb.Spread | None:
     common = [c for c in a.measured if c in b.measured]
     if not common:
         return jb.Spread(a.spread.point - b.spread.point, None, None, 0, (INSUFFICIENT_DATA,), _NO_COMMON_CELL)
-    return jb.difference(_over(a, common), _over(b, common))
-
-
-def _over(side: SideScore, cells: Sequence[tuple[str, str]]) -> jb.Replicates:
-    """The side's score recomputed over some of its measured cells (the same mean as JointBootstrap.score)."""
-    reps = [side.cell_replicates[c] for c in cells]
-    return jb.Replicates(float(np.mean([jb.cell_value(r.point) for r in reps])),
-                         np.mean([jb.cell_value(r.replicates) for r in reps], axis=0),
-                         frozenset().union(*(r.contexts for r in reps)))
+    return jb.difference(jb.mean_score([a.cell_replicates[c] for c in common]),
+                         jb.mean_score([b.cell_replicates[c] for c in common]))
 
 
 def decided_better(a: SideScore, b: SideScore) -> bool:
