@@ -30,6 +30,7 @@ from harness.errors import (  # noqa: E402
 )
 from harness.events import RunFinished, RunStarted, SampleCompleted  # noqa: E402
 from harness.hookspecs import hookimpl  # noqa: E402  (plugins write @harness.hookimpl)
+from harness.machine import usable_cores  # noqa: E402
 from harness.mimic import (  # noqa: E402
     Capability,
     ChatMessage,
@@ -68,6 +69,7 @@ __all__ = [
     "ModelSpec",
     "TokenLogprob",
     "is_secret_option",
+    "usable_cores",
     # components and what they receive
     *sorted(_LAZY),
     # lifecycle events

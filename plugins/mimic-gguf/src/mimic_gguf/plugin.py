@@ -15,10 +15,9 @@ with an earlier one; 0: only requests with the same prompt share cells; default 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from harness import ModelSpec, ModelSpecError, hookimpl
+from harness import ModelSpec, ModelSpecError, hookimpl, usable_cores
 
 from mimic_gguf.files import resolve_model_file
 from mimic_gguf.mimic import GGUFMimic
@@ -34,14 +33,6 @@ _KNOWN = set(_INT_OPTIONS) | {"path"}
 # change the batch shapes, and so only the float rounding of the logits, as timing does. n_ctx
 # stays in the id: it caps prompts and generations.
 _SPEED_ONLY = {"n_threads", "max_sequences", "prefix_sharing"}
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def context_config(options: dict[str, Any]) -> ContextConfig:
