@@ -249,7 +249,7 @@ def test_control_tokens_never_reach_the_text(gemma, monkeypatch):
                                             for s in ("<pad>", "<bos>", "<start_of_turn>", "<unused3>", "<eos>"))
     script = iter([pad, start_of_turn, *hello, unused, *literal, bos, eos])
     n_script = 5 + len(hello) + len(literal)
-    monkeypatch.setattr(batched.C, "llama_sampler_sample", lambda sampler, ctx, index: next(script))
+    monkeypatch.setattr(batched.TokenSampler, "sample", lambda sampler, logits, scratch=None: next(script))
     out = run(gemma.generate([req(max_tokens=n_script + 5)]))[0]
     assert out.text == " Hellox"
     assert out.finish_reason == "stop" and out.completion_tokens == n_script

@@ -3,28 +3,25 @@
 Requests whose prompts tokenize identically form a group. A group's prompt is decoded once into
 one sequence of a unified KV cache and copied (cells are shared, not recomputed) to one sequence
 per request; then every step decodes the last token of every live sequence in one
-``llama_decode`` call, and each sequence draws its next token from its own C-side sampler chain
-seeded with the request's seed. A group joins the running batch as soon as enough sequence slots
+``llama_decode`` call, and each sequence draws its next token from that step's logits with its own
+sampler (``sampling.py``), seeded with the request's seed. A group joins the running batch as soon as enough sequence slots
 and KV cells are free (continuous batching), so short draws do not leave the batch half empty.
 """
 
 from __future__ import annotations
 
-import ctypes
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import llama_cpp as C
 import numpy as np
 
 from harness import Completion, GenerationRequest, PermanentBackendError, TokenLogprob
 
 from mimic_gguf.model import LoadedModel, log_softmax
 from mimic_gguf.prefix import PrefixCache, PrefixEntry
+from mimic_gguf.sampling import TokenSampler
 from mimic_gguf.text import SpecialStripper, find_stop
-
-_DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED means "random" to llama.cpp: never pass it
 
 
 def check_request(req: GenerationRequest) -> None:
@@ -48,39 +45,13 @@ def check_prompt(n_tokens: int, n_ctx: int) -> None:
         )
 
 
-def make_sampler(req: GenerationRequest):
-    """A sampler chain for one request: temperature, then nucleus, then a draw seeded by the request.
+def make_sampler(req: GenerationRequest) -> TokenSampler:
+    """The draws of one request: temperature, then nucleus, then a draw seeded by the request.
 
     Temperature comes before top-p (as in Hugging Face and OpenAI), so the nucleus is taken from
     the tempered distribution.
     """
-    chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
-    if req.temperature == 0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
-        return chain
-    if req.temperature != 1.0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(req.temperature))
-    if req.top_p < 1.0:
-        C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(req.top_p, 1))
-    seed = req.seed & 0xFFFFFFFF
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed if seed != _DEFAULT_SEED else 0))
-    return chain
-
-
-_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
-
-
-def sample_from_logits(sampler, logits: np.ndarray) -> int:
-    """Draw a token from a stored logits row, as ``llama_sampler_sample`` draws from the context's."""
-    data = np.empty(logits.shape[0], dtype=_TOKEN_DATA)
-    data["id"] = np.arange(logits.shape[0], dtype=np.int32)
-    data["logit"] = logits
-    data["p"] = 0.0
-    candidates = C.llama_token_data_array(data.ctypes.data_as(ctypes.POINTER(C.llama_token_data)), len(data), -1, False)
-    C.llama_sampler_apply(sampler, ctypes.byref(candidates))
-    token = int(candidates.data[candidates.selected].id)
-    C.llama_sampler_accept(sampler, token)
-    return token
+    return TokenSampler(req.temperature, req.top_p, req.seed & 0xFFFFFFFFFFFFFFFF)
 
 
 @dataclass(eq=False)
@@ -95,7 +66,7 @@ class _Sequence:
     prompt_tokens: int
     group: _Group
     feed: int = -1
-    sampler: object = None
+    sampler: TokenSampler | None = None
     tokens: list[int] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)  # byte offset where each token's text begins
     data: bytearray = field(default_factory=bytearray)
@@ -151,6 +122,7 @@ class BatchedSampler:
         config = model.config
         self.cache = PrefixCache(model, config.max_sequences, config.prefix_entries, config.prefix_sharing)
         self.prompt_tokens_decoded = 0  # prompt tokens run through the model (shared prefixes are not)
+        self.scratch = np.empty(model.n_vocab, dtype=np.float32)  # the samplers' working row
 
     # -- planning -----------------------------------------------------------------------------
     def _limit(self, req: GenerationRequest, n_prompt: int) -> int:
@@ -227,11 +199,6 @@ class BatchedSampler:
         except BaseException:
             model.clear()  # the cache's entries are forgotten at the next run
             raise
-        finally:
-            for seq in state.live:
-                if seq.sampler is not None:
-                    C.llama_sampler_free(seq.sampler)
-                    seq.sampler = None
         return state.done
 
     def _drop_abandoned(self, state: _State) -> None:
@@ -253,7 +220,6 @@ class BatchedSampler:
         self.model.drop_sequence(seq.slot)
         state.free_slots.append(seq.slot)
         state.reserved -= seq.limit
-        C.llama_sampler_free(seq.sampler)
         seq.sampler = None
         group = seq.group
         group.live -= 1
@@ -364,12 +330,10 @@ class BatchedSampler:
     def _step(self, seq: _Sequence, batch_index: int, logits: np.ndarray | None = None) -> None:
         """Draw one token for ``seq`` from batch entry ``batch_index`` (or stored ``logits``) and update its state."""
         model = self.model
-        if logits is None:
-            token = C.llama_sampler_sample(seq.sampler, model.ctx, batch_index)
-        else:
-            token = sample_from_logits(seq.sampler, logits)
+        row = model.logits_view(batch_index) if logits is None else logits
+        token = seq.sampler.sample(row, self.scratch)
         if seq.request.top_logprobs > 0:
-            row = model.logits_row(batch_index) if logits is None else logits.astype(np.float64)
+            row = row.astype(np.float64)
             seq.logprobs.append(self._token_logprob(row, token, seq.request.top_logprobs))
         seq.tokens.append(token)
         seq.feed = token

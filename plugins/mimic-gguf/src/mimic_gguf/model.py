@@ -234,6 +234,15 @@ class LoadedModel:
             raise PermanentBackendError("llama.cpp returned no logits for a batch entry", "report this with the model file name")
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(dtype)
 
+    def logits_view(self, index: int) -> np.ndarray:
+        """The logits of batch entry ``index`` in place (float32, read-only; valid until the next decode)."""
+        ptr = C.llama_get_logits_ith(self.ctx, index)
+        if not ptr:
+            raise PermanentBackendError("llama.cpp returned no logits for a batch entry", "report this with the model file name")
+        row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        row.flags.writeable = False
+        return row
+
     def close(self) -> None:
         """Free the batch, context and model (idempotent)."""
         if getattr(self, "batch", None) is not None:
