@@ -10,6 +10,9 @@ prompt, the task's stop strings, at most T tokens per draw), the embedded Gemma 
        copied to its S sequences, one ``llama_decode`` per step for every live sequence (all C x S at
        once), one seeded ``dist`` sampler per sequence, the same stop strings.
 
+Last, one token drawn from a real logits row, 200 times: llama.cpp's ``llama_sampler_sample`` (what
+(c) calls) against the backend's numpy sampler (``mimic_gguf.sampling``), where most of the gap goes.
+
 The paths run in turn, ``--rounds`` times, so drifting load on a shared machine touches all of them;
 the ratios (a)/(c) and (b)/(c) are taken per round and the machine's load average is printed beside them.
 
@@ -29,6 +32,7 @@ import time
 from collections import deque
 
 import llama_cpp as C
+import numpy as np
 
 from harness.plugins import build_registries
 from harness.mimic import GenerationRequest
@@ -42,6 +46,7 @@ from harness.run.generate import LAUNCH_WINDOW
 from harness.tasks import load_task
 
 from mimic_gguf.plugin import create_gguf
+from mimic_gguf.sampling import TokenSampler
 from mimic_gguf.text import find_stop
 
 
@@ -148,6 +153,24 @@ class PlainLoop:
             return True
         return s[5] >= req.max_tokens
 
+    def sampling_seconds(self, prompt: list[int], draws: int) -> tuple[float, float]:
+        """Seconds per token drawn from one real logits row: llama.cpp's ``dist`` sampler, then the backend's."""
+        C.llama_memory_clear(self.memory, True)
+        self._decode([(t, j, 0, j == len(prompt) - 1) for j, t in enumerate(prompt[:512])])
+        sampler = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        C.llama_sampler_chain_add(sampler, C.llama_sampler_init_dist(1))
+        start = time.perf_counter()
+        for _ in range(draws):
+            C.llama_sampler_sample(sampler, self.ctx, -1)
+        theirs = (time.perf_counter() - start) / draws
+        C.llama_sampler_free(sampler)
+        row = np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, -1), shape=(C.llama_vocab_n_tokens(self.vocab),))
+        ours, scratch = TokenSampler(1.0, 1.0, 1), np.empty(row.shape[0], dtype=np.float32)
+        start = time.perf_counter()
+        for _ in range(draws):
+            ours.sample(row, scratch)
+        return theirs, (time.perf_counter() - start) / draws
+
     def close(self) -> None:
         C.llama_batch_free(self.batch)
         C.llama_free(self.ctx)
@@ -203,6 +226,8 @@ def main() -> None:
             results[key].append(timed(fn))
         line = ", ".join(f"{k} {results[k][-1][0]:.1f}s" for k in paths)
         print(f"round {r + 1}: {line}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    theirs, ours = plain.sampling_seconds(prompts[0], 200)
+    n_vocab = mimic.model.n_vocab
     plain.close()
     asyncio.run(mimic.aclose())
 
@@ -215,6 +240,8 @@ def main() -> None:
         per_token = [(x[1] / x[0]) / (c[1] / c[0]) for x, c in zip(results[key], results["c"])]
         print(f"ratio {key}/c per round, draws/s: {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f}); "
               f"tokens/s: {', '.join(f'{x:.2f}' for x in per_token)} (median {statistics.median(per_token):.2f})")
+    print(f"one token from a real logits row ({n_vocab} tokens): llama_sampler_sample {theirs * 1e3:.2f} ms, "
+          f"the backend's numpy sampler {ours * 1e3:.2f} ms ({theirs / ours:.1f}x)")
     print(f"load average (1, 5, 15 min) at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; cores {os.cpu_count()}")
 
 
