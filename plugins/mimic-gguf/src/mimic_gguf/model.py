@@ -85,7 +85,10 @@ class LoadedModel:
         # ggml's CPU flash attention picks its kernel by shape and thread count (one query row over
         # >= 512 cells is split across threads, >= 64 rows take a tiled kernel), so a score would
         # change with n_threads; without it every attention output is computed whole by one thread.
-        # Generation costs the same either way (measured in plugins/mimic-gguf/README.md).
+        # It would make long generation runs cheaper (it skips the cells of other sequences, which
+        # this kernel computes and masks), but it moves both embedded models' next-token
+        # log-probabilities by 0.09-0.32 nats (plugins/mimic-gguf/benchmarks/flash_attention_logprobs.py),
+        # which would change the distribution being measured: it stays off for generation too.
         params.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
         self.ctx = C.llama_init_from_model(self.model, params)
