@@ -4,8 +4,9 @@ Requests whose prompts tokenize identically form a group. A group's prompt is de
 one sequence of a unified KV cache and copied (cells are shared, not recomputed) to one sequence
 per request; then every step decodes the last token of every live sequence in one
 ``llama_decode`` call, and each sequence draws its next token from that step's logits with its own
-sampler (``sampling.py``), seeded with the request's seed. A group joins the running batch as soon as enough sequence slots
-and KV cells are free (continuous batching), so short draws do not leave the batch half empty.
+sampler (``sampling.py``), seeded with the request's seed. A group joins the running batch as soon
+as enough sequence slots and KV cells are free (continuous batching), so short draws do not leave
+the batch half empty.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class _Sequence:
     limit: int
     prompt_tokens: int
     group: _Group
+    sampler: TokenSampler
     feed: int = -1
-    sampler: TokenSampler | None = None
     tokens: list[int] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)  # byte offset where each token's text begins
     data: bytearray = field(default_factory=bytearray)
@@ -216,11 +217,10 @@ class BatchedSampler:
         state.queue = deque(group for group in state.queue if group.pending)
 
     def _retire(self, seq: _Sequence, state: _State) -> None:
-        """Free a finished sequence's slot, cells and sampler, and report its completion."""
+        """Free a finished sequence's slot and cells, and report its completion."""
         self.model.drop_sequence(seq.slot)
         state.free_slots.append(seq.slot)
         state.reserved -= seq.limit
-        seq.sampler = None
         group = seq.group
         group.live -= 1
         if group.live == 0 and not group.pending and group.entry is not None:
@@ -314,8 +314,7 @@ class BatchedSampler:
         i = group.pending.popleft()
         req = requests[i]
         n = len(group.tokens)
-        seq = _Sequence(i, req, slot, pos, self._limit(req, n), n, group)
-        seq.sampler = make_sampler(req)
+        seq = _Sequence(i, req, slot, pos, self._limit(req, n), n, group, make_sampler(req))
         group.live += 1
         return seq
 

@@ -232,10 +232,7 @@ class LoadedModel:
 
     def logits_row(self, index: int, dtype: type = np.float64) -> np.ndarray:
         """A copy of the logits of batch entry ``index`` (``-1``: the last one with logits)."""
-        ptr = C.llama_get_logits_ith(self.ctx, index)
-        if not ptr:
-            raise PermanentBackendError("llama.cpp returned no logits for a batch entry", "report this with the model file name")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(dtype)
+        return self.logits_view(index).astype(dtype)
 
     def logits_view(self, index: int) -> np.ndarray:
         """The logits of batch entry ``index`` in place (float32, read-only; valid until the next decode)."""
