@@ -1,11 +1,11 @@
 """Seeded token draws from a logits row, in vectorised numpy.
 
 llama.cpp's ``llama_sampler_sample`` copies the whole vocabulary into a candidate array and runs a
-scalar softmax over it for every token: about 2.3 ms a draw on Gemma 3's 262,144-token vocabulary,
-a quarter of a bookworld run's sampling time, spent on one core while the other idles. This draws
-from the same distribution as llama.cpp's chain ``temp -> top_p -> dist`` (the probabilities are
-``exp(logit / T - max)``, summed in double precision as llama.cpp sums them) with a few SIMD passes
-over the row, about 0.45 ms (``benchmarks/gguf_throughput.py`` measures the whole effect).
+scalar softmax over it for every token, on one core while the other idles: 2.71 ms a draw on Gemma
+3's 262,144-token vocabulary. This draws from the same distribution as llama.cpp's chain
+``temp -> top_p -> dist`` (the probabilities are ``exp(logit / T - max)``, summed in double
+precision as llama.cpp sums them) with a few SIMD passes over the row: 0.40 ms
+(``benchmarks/gguf_throughput.py`` prints both, and the whole effect).
 
 The draw is inverse-CDF sampling: a uniform ``u`` from the request's own generator, scaled by the
 total mass, located first among blocks of 256 tokens (their sums) and then inside one block, so
