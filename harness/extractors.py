@@ -20,11 +20,12 @@ from __future__ import annotations
 import ast
 import functools
 import re
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
+
+from harness.itemcode import compile_item, parse_item
 
 FIELD_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ \-]*$")
 _RUST_META = set("\\.+*?()|[]{}^$#&-~")
@@ -265,19 +266,15 @@ def first_definition(code: str) -> str:
 @functools.lru_cache(maxsize=8192)  # the measures of one text are separate features: parse it once
 def analyse_python(code: str) -> dict[str, float | None]:
     """All PYTHON_MEASURES for one piece of code; the non-binary ones are None when it does not parse."""
-    # A model's code may draw the compiler's SyntaxWarnings ("'list' object is not callable"): they
-    # are about the item, not the run, so they must not reach the user's terminal.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            tree = ast.parse(code)
-        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-            return {m: (0.0 if m in ("parses", "compiles") else None) for m in PYTHON_MEASURES}
-        try:
-            compile(tree, "<item>", "exec", dont_inherit=True)
-            compiles = 1.0
-        except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-            compiles = 0.0
+    try:
+        tree = parse_item(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return {m: (0.0 if m in ("parses", "compiles") else None) for m in PYTHON_MEASURES}
+    try:
+        compile_item(tree)
+        compiles = 1.0
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        compiles = 0.0
     docstring = hints = False
     branches = returns = calls = 0
     try:

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.errors import EXIT_RUNTIME, HarnessError
+from harness.itemcode import compile_item
 
 PRELOADED = (
     "math cmath re string collections collections.abc itertools functools operator heapq bisect "
@@ -402,7 +403,7 @@ class SandboxPool:
         """Run one item on a free server (waits for one)."""
         if not calls:
             return SandboxRun([], {})
-        compile(source, "<item>", "exec")  # a SyntaxError is the caller's to handle, not the server's
+        compile_item(source)  # a SyntaxError is the caller's to handle, not the server's
         with self._slots:
             with self._lock:
                 box = self._idle.pop() if self._idle else Sandbox(self.limits)

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.errors import TaskError
+from harness.itemcode import compile_item, parse_item
 from harness.protocols import BuildContext
 from harness.sandbox import Call, CallResult, SandboxLimits, SandboxPool
 from harness.worlds import check_options
@@ -35,7 +36,7 @@ _TYPED = {"int": "int", "float": "float", "str": "str", "bool": "bool", "list": 
 
 def _parses(source: str) -> ast.Module | None:
     try:
-        return ast.parse(source)
+        return parse_item(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
@@ -67,7 +68,7 @@ def extract_function(text: str) -> tuple[str, ast.FunctionDef] | None:
 
 def _compiles(source: str) -> bool:
     try:
-        compile(source, "<item>", "exec")
+        compile_item(source)
         return True
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
