@@ -8,7 +8,7 @@ highest one in use (other sequences' cells masked, not skipped), so the cost per
 run fills the cache with sequences and cached prompts; this shows by how much, and ``--options``
 lets a change be compared (e.g. ``--options n_ctx=4096``).
 
-Usage: .venv/bin/python benchmarks/gguf_long_run.py [--task python-functions] [--contexts 32] [--samples 6]
+Usage: .venv/bin/python benchmarks/gguf_long_run.py [--model gguf:default] [--task python-functions] [--contexts 32] [--samples 6]
        [--threads 2] [--options K=V&K=V]
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import llama_cpp as C
 
+from harness.chat.renderings import backend_spec
 from harness.modelspec import parse_model_spec
 from harness.plugins import build_registries
 from harness.run import RunConfig, run
@@ -32,6 +33,7 @@ from mimic_gguf.plugin import create_gguf
 def main() -> None:
     """One timed run; prints the decode cost per token in eighths of the run's steps."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="gguf:default", help="a gguf model spec, e.g. gguf:smollm2?rendering=chat+prefill")
     ap.add_argument("--task", default="python-functions")
     ap.add_argument("--contexts", type=int, default=32)
     ap.add_argument("--samples", type=int, default=6)
@@ -49,8 +51,8 @@ def main() -> None:
         return rc
 
     C.llama_decode = timed_decode  # model.py looks it up at each call
-    spec = f"gguf:default?n_threads={args.threads}" + (f"&{args.options}" if args.options else "")
-    mimic = create_gguf(parse_model_spec(spec))
+    spec = f"{args.model}{'&' if '?' in args.model else '?'}n_threads={args.threads}" + (f"&{args.options}" if args.options else "")
+    mimic = create_gguf(backend_spec(parse_model_spec(spec)))  # the run applies the spec's rendering
     max_sequences = mimic.model.config.max_sequences
     with tempfile.TemporaryDirectory() as tmp:
         config = RunConfig(model=parse_model_spec(spec), task=args.task, out_dir=Path(tmp), contexts=args.contexts,

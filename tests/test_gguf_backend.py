@@ -145,7 +145,7 @@ def test_capabilities(gemma, smol):
               Capability.LOCAL_COMPUTE}
     assert gemma.capabilities == frozenset(common)  # the base GGUF has no chat template
     assert smol.capabilities == frozenset(common | {Capability.CHAT, Capability.ASSISTANT_PREFILL})
-    assert gemma.context_window == 8192 and gemma.model_id == "gguf:default"
+    assert gemma.context_window == 3072 and gemma.model_id == "gguf:default"
     assert gemma.max_concurrency == 5  # four 8-sample contexts fill the default 32 slots, a fifth takes early finishers' slots
 
 

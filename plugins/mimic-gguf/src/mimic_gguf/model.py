@@ -39,7 +39,7 @@ def _quiet_llama_logs() -> None:
 class ContextConfig:
     """Load-time settings of the llama.cpp context."""
 
-    n_ctx: int = 8192
+    n_ctx: int = 3072
     n_threads: int = 1
     n_batch: int = 512
     max_sequences: int = 32
