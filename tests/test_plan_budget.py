@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import polars as pl
 import pytest
 
 from harness.cli import main as mimic_main
-from harness.run.costs import fit_costs
+from harness.run.costs import fit_costs, manifest_costs
 from harness.stats.planning import PlanInput
 from harness.stats.planning_budget import (Arm, UnitCosts, design_for_budget, design_for_width, expected_half_width,
                                            total_cost)
@@ -155,3 +156,12 @@ def test_cost_fit_recovers_planted_costs():
     calls = [(p, g, 0.002 * p + 0.04 * g + 0.03) for p, g in ((200, 1), (400, 1), (600, 1), (30, 256), (30, 512))]
     a, b, c = fit_costs(calls)
     assert (a, b, c) == pytest.approx((0.002, 0.04, 0.03), rel=1e-6)
+
+
+def test_manifest_costs_charge_every_invocation_of_a_resumed_pilot():
+    draws = pl.DataFrame({"pool": ["none"] * 4, "n_exemplars": [3] * 4, "context_id": [0, 0, 1, 1],
+                          "prompt_tokens": [100] * 4, "completion_tokens": [50] * 4})  # 2 x 100 prompt + 200 generated
+    resumed = {"counts": {"done": 4, "cached": 0}, "timings": {"generate": 1.0}, "sampling": {"seconds": 4.0, "invocations": 2}}
+    assert manifest_costs(resumed, draws).decode_ms == pytest.approx(1000.0 * 4.0 / 400)  # both invocations' seconds
+    older = {"counts": {"done": 4, "cached": 0}, "timings": {"generate": 1.0}}  # written before `sampling` existed
+    assert manifest_costs(older, draws).decode_ms == pytest.approx(1000.0 * 1.0 / 400)

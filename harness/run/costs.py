@@ -61,9 +61,15 @@ def context_prompt_tokens(draws: pl.DataFrame) -> pl.DataFrame:
 
 
 def manifest_costs(manifest: dict[str, Any], draws: pl.DataFrame) -> Costs:
-    """One cost per token from the pilot's generate phase: wall seconds over prompt (once per context) plus generated tokens."""
+    """One cost per token from the pilot's generate phase: wall seconds over prompt (once per context) plus generated tokens.
+
+    The seconds are the manifest's ``sampling`` total, summed over every invocation that made model
+    calls: ``timings.generate`` times only the last invocation, so a resumed pilot would charge all its
+    draws to its last part. Manifests written before ``sampling`` existed fall back to it.
+    """
     counts = manifest.get("counts") or {}
-    seconds = float((manifest.get("timings") or {}).get("generate") or 0.0)
+    sampling = manifest.get("sampling") or {}
+    seconds = float(sampling.get("seconds") or (manifest.get("timings") or {}).get("generate") or 0.0)
     if counts.get("done") and counts.get("cached", 0) >= counts["done"] or seconds <= 0:
         raise UsageError("the pilot's draws all came from the cache, so its manifest timed no model work",
                          "pass --measure-cost, or --cost-prefill-ms X --cost-token-ms Y")
