@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from harness.durable import atomic_write_bytes
+from harness.modelspec import ModelSpec
 from harness.errors import RunStoreError
 from harness.stats.flags import flags_of
 
@@ -172,6 +173,10 @@ class ManifestModel:
     def spec(self) -> dict[str, Any]:
         """The public model spec: backend, model, options, label."""
         return {"backend": self.backend, "model": self.model, "options": self.options, "label": self.label}
+
+    def model_spec(self) -> ModelSpec:
+        """The spec to open the model again (a secret option was never stored: pass the spec again for it)."""
+        return ModelSpec(self.backend or "", self.model or "", dict(self.options or {}), self.label)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ManifestModel:

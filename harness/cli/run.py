@@ -70,7 +70,7 @@ def _resume_target(args: argparse.Namespace) -> tuple[list[ModelSpec], list[str]
     if args.models:  # secrets are never stored: the user may pass the spec (with its key) again
         specs = [resolve_model(text, args) for text in args.models]
     else:
-        specs = [ModelSpec(model.backend, model.model, dict(model.options or {}), model.label)]
+        specs = [model.model_spec()]
     tasks = args.tasks or [manifest.task.get("source_path") or manifest.task_name]
     if len(specs) != 1 or len(tasks) != 1:
         raise UsageError("--resume continues one run: pass at most one --model and one --task", "drop the extra ones")

@@ -147,15 +147,15 @@ async def probe(mimic: Mimic, texts: Sequence[str], shape: ProbeShape) -> list[t
 
 def measure_costs(run_dir: Path, manifest: dict[str, Any], draws: pl.DataFrame) -> Costs:
     """Open the pilot's model as its run did and time a few calls (seconds, not minutes)."""
-    from harness.modelspec import ModelSpec
     from harness.plugins import build_registries
+    from harness.records import ManifestModel
     from harness.run.config import RunConfig
     from harness.run.runner import open_mimic
 
     model = manifest.get("model") or {}
     if not model.get("backend"):
         raise DataError(f"{run_dir}/manifest.json records no model spec", "give --cost-prefill-ms and --cost-token-ms")
-    spec = ModelSpec(model["backend"], model["model"], dict(model.get("options") or {}), model.get("label"))
+    spec = ManifestModel.from_dict(model).model_spec()
     per_context = context_prompt_tokens(draws)
     samples = int((manifest.get("plan") or {}).get("samples_per_context") or 1)
     shape = ProbeShape(float(per_context.get_column("prompt_tokens").mean() or 64.0), samples,
