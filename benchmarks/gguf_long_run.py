@@ -52,10 +52,11 @@ def main() -> None:
 
     C.llama_decode = timed_decode  # model.py looks it up at each call
     spec = f"{args.model}{'&' if '?' in args.model else '?'}n_threads={args.threads}" + (f"&{args.options}" if args.options else "")
-    mimic = create_gguf(backend_spec(parse_model_spec(spec)))  # the run applies the spec's rendering
+    model = parse_model_spec(spec)
+    mimic = create_gguf(backend_spec(model))  # the run applies the spec's rendering
     max_sequences = mimic.model.config.max_sequences
     with tempfile.TemporaryDirectory() as tmp:
-        config = RunConfig(model=parse_model_spec(spec), task=args.task, out_dir=Path(tmp), contexts=args.contexts,
+        config = RunConfig(model=model, task=args.task, out_dir=Path(tmp), contexts=args.contexts,
                            samples_per_context=args.samples, context_sizes=(), use_cache=False, estimators=(),
                            progress="off", summary_to="off", request_timeout=3600)
         result = run(config, build_registries(), mimic)

@@ -46,6 +46,8 @@ def main() -> None:
     plan = data.manifests[0].plan or {}
     full_c, full_s = int(plan["contexts"]), int(plan["samples_per_context"])
     rng = np.random.default_rng(0)
+    sides = {name: score.SideData(data.estimates.filter(pl.col("run_id").is_in([str(m.run_id) for m in runs])), runs)
+             for name, runs in by_model.items()}
 
     def half_width(c: int, s: int) -> tuple[float, float]:
         contexts = rng.choice(full_c, size=c, replace=False).tolist()
@@ -54,8 +56,6 @@ def main() -> None:
             kept = frame.filter(pl.col("context_id").is_in(contexts))
             kept = kept.with_columns(pl.Series("_u", rng.random(kept.height)))
             draws[run_id] = kept.filter(pl.col("_u").rank().over(["pool", "context_id"]) <= s).drop("_u")
-        sides = {name: score.SideData(data.estimates.filter(pl.col("run_id").is_in([str(m.run_id) for m in runs])), runs)
-                 for name, runs in by_model.items()}
         _, scores, _, _ = score.score_sides(sides, task, draws, reference, n_boot=args.n_boot)
         a, b = sorted(scores)
         diff = score.paired_difference(scores[a], scores[b])

@@ -12,20 +12,27 @@ from __future__ import annotations
 import ast
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import CodeType
 
 _LOCK = threading.Lock()
 
 
-def compile_item(source: str | ast.Module, filename: str = "<item>") -> CodeType:
-    """``compile(source, filename, "exec")`` with the compiler's warnings silenced; errors still raise."""
+@contextmanager
+def _silenced() -> Iterator[None]:
     with _LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        yield
+
+
+def compile_item(source: str | ast.Module, filename: str = "<item>") -> CodeType:
+    """``compile(source, filename, "exec")`` with the compiler's warnings silenced; errors still raise."""
+    with _silenced():
         return compile(source, filename, "exec", dont_inherit=True)
 
 
 def parse_item(source: str) -> ast.Module:
     """``ast.parse(source)`` with the parser's warnings silenced; a SyntaxError still raises."""
-    with _LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _silenced():
         return ast.parse(source)

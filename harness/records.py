@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from harness.durable import atomic_write_bytes
-from harness.modelspec import ModelSpec
 from harness.errors import RunStoreError
+from harness.modelspec import ModelSpec
 from harness.stats.flags import flags_of
 
 # -- draws ------------------------------------------------------------------------------------------

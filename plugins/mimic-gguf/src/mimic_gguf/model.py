@@ -39,6 +39,12 @@ def _quiet_llama_logs() -> None:
 class ContextConfig:
     """Load-time settings of the llama.cpp context."""
 
+    # n_ctx 3072: without flash attention every token's attention covers every KV cell up to the highest
+    # one in use, other sequences' included, so a bigger cache that a long run fills costs more per token
+    # than its larger batches save. Measured (benchmarks/gguf_long_run.py, python-functions 16 x 6, 2
+    # threads): gguf:default 166.3 s at 4096, 166.9 s at 3072, 178.7 s at 2048; gguf:smollm2 (chat)
+    # 221.0 s at 8192, 201.3 s at 4096, 167.7 s at 3072 (benchmarks/results/gguf_long_run-2026-12-06.txt).
+    # Prompts and a generation must fit in it: ?n_ctx=8192 for longer ones.
     n_ctx: int = 3072
     n_threads: int = 1
     n_batch: int = 512

@@ -7,7 +7,7 @@ Model names::
     gguf:/abs/path/model.gguf         any GGUF file
     gguf:NAME?path=/abs/model.gguf    any GGUF file under a name of your choice
 
-Options: ``n_ctx`` (KV cells shared by every sequence, default 3072: see ``DEFAULTS``), ``n_threads`` (default: every
+Options: ``n_ctx`` (KV cells shared by every sequence, default 3072: see ``ContextConfig``), ``n_threads`` (default: every
 usable core), ``n_batch`` (default 512), ``max_sequences`` (sequences decoded together, default 32),
 ``prefix_sharing`` (1: a prompt starts from the cached cells of the longest prompt prefix it shares
 with an earlier one; 0: only requests with the same prompt share cells; default 1), ``path``.
@@ -23,13 +23,9 @@ from mimic_gguf.files import resolve_model_file
 from mimic_gguf.mimic import GGUFMimic
 from mimic_gguf.model import ContextConfig, LoadedModel
 
-# n_ctx 3072: without flash attention every token's attention covers every KV cell up to the highest
-# one in use, other sequences' included, so a bigger cache that a long run fills costs more per token
-# than its larger batches save. Measured (benchmarks/gguf_long_run.py, python-functions 16 x 6, 2 threads):
-# gguf:default 166.3 s at 4096, 166.9 s at 3072, 178.7 s at 2048; gguf:smollm2 (chat) 221.0 s at 8192,
-# 201.3 s at 4096, 167.7 s at 3072 (benchmarks/results/gguf_long_run-2026-12-06.txt). Prompts and a
-# generation must fit in it: ?n_ctx=8192 for longer ones.
-DEFAULTS = {"n_ctx": 3072, "n_batch": 512, "max_sequences": 32, "prefix_sharing": 1}
+# The options' defaults are ContextConfig's (model.py says why n_ctx is 3072).
+DEFAULTS = {"n_ctx": ContextConfig.n_ctx, "n_batch": ContextConfig.n_batch, "max_sequences": ContextConfig.max_sequences,
+            "prefix_sharing": int(ContextConfig.prefix_sharing)}
 _INT_OPTIONS = {"n_ctx": (64, 1 << 20), "n_threads": (1, 1024), "n_batch": (1, 1 << 16), "max_sequences": (1, 254),
                 "prefix_sharing": (0, 1)}
 _KNOWN = set(_INT_OPTIONS) | {"path"}
